@@ -1,0 +1,43 @@
+# Two commands a user needs (see README): `make repro` and `make test`. Both create .venv if missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cocoins-installed
+# Stage commands run whatever `python` is first on PATH: put the venv there for every recipe.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install repro test test-fast bench plots clean-venv
+
+install: $(STAMP)
+
+# Re-installs only when the project's requirements change; a second run is a no-op.
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip==26.3"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	# facenet-pytorch pins torch<2.3 and numpy<2 in its metadata but runs on ours; its wheel ships MTCNN.
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps "facenet-pytorch==2.6.0"
+	$(PY) -m cocoins.tools.offline_plots --install
+	@touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+	@$(PY) -m cocoins.tools.summary
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/pipeline.py
+
+plots: $(STAMP)
+	dvc plots show --open=false
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""CoCoIns: consistent subject generation via contrastive instantiated concepts."""

@@ -1,0 +1,284 @@
+"""Typed schema of params.yaml.
+
+Stages call `load_params()` first; a wrong key, type or value stops the stage with one line naming the
+key and the fix, before anything is written. The rest of the library takes these dataclasses (or plain
+arguments) and never reads params.yaml itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, phrased so that the message alone tells the user what to change."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "celeba", "folder"] = "synthetic"
+    root: str = "data/world"
+    seed: int = 0
+    identities: int = 24
+    images_per_identity: int = 4
+    two_person_images: int = 4
+    image_size: int = 64
+    limit: Optional[int] = None
+    split: Optional[Literal["train", "val", "test"]] = None
+
+
+@dataclass(frozen=True)
+class CaptionParams:
+    backend: Literal["attributes", "llava", "ollama"] = "attributes"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TagParams:
+    backend: Literal["rules", "ollama", "transformers"] = "rules"
+    fallback: Literal["rules", "none"] = "rules"
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    backend: Literal["dataset", "grounded_sam2"] = "dataset"
+    face_counter: Literal["mtcnn", "grounding", "annotation"] = "mtcnn"
+    max_faces: int = 1
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    sdxl: str = "tiny"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrecomputeParams:
+    resolution: int = 32
+    shard_size: int = 1024
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class MapperParams:
+    code_dim: int = 256
+    layers: int = 8
+    hidden_dim: int = 256
+
+
+@dataclass(frozen=True)
+class TripletParams:
+    same_prompt: bool = False
+    same_noise: bool = False
+
+
+@dataclass(frozen=True)
+class LossParams:
+    distance: Literal["mse"] = "mse"
+    negative: Literal["reciprocal", "subtract", "none"] = "reciprocal"
+    schedule: bool = True
+    mask: bool = True
+    background: bool = True
+    gamma: float = 1e-5
+    beta: float = 2.0
+    lambda_con: float = 1.0
+    lambda_back: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    objective: Literal["contrastive", "noise_prediction"] = "contrastive"
+    steps: int = 40
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.2
+    warmup_steps: int = 4
+    checkpoint_every: int = 20
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class PromptParams:
+    subjects: tuple[str, ...] = ("man", "woman", "boy", "girl", "person")
+    scenes_per_subject: int = 2
+    backend: Literal["builtin", "ollama"] = "builtin"
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    identities_per_subject: int = 3
+    seeds_per_prompt: int = 2
+    steps: int = 4
+    guidance: float = 5.0
+    resolution: int = 32
+    batch_size: int = 8
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    caption: CaptionParams = field(default_factory=CaptionParams)
+    tag: TagParams = field(default_factory=TagParams)
+    mask: MaskParams = field(default_factory=MaskParams)
+    models: ModelParams = field(default_factory=ModelParams)
+    precompute: PrecomputeParams = field(default_factory=PrecomputeParams)
+    mapper: MapperParams = field(default_factory=MapperParams)
+    triplet: TripletParams = field(default_factory=TripletParams)
+    loss: LossParams = field(default_factory=LossParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    prompts: PromptParams = field(default_factory=PromptParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+
+
+# Values that must be strictly positive; zero or negative would divide by zero or loop forever.
+_POSITIVE = {
+    "data.identities", "data.images_per_identity", "data.image_size", "data.limit",
+    "mask.max_faces", "precompute.resolution", "precompute.shard_size", "precompute.batch_size",
+    "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
+    "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
+    "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
+    "eval.batch_size",
+}
+_NON_NEGATIVE = {"data.two_person_images", "train.warmup_steps", "train.weight_decay", "loss.gamma",
+                 "loss.beta", "loss.lambda_con", "loss.lambda_back"}
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of: " + ", ".join(str(a) for a in typing.get_args(tp))
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + _describe(typing.get_args(tp)[0]) + " values"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _coerce(key: str, value, tp):
+    """Return `value` as type `tp`, or raise ParamsError naming `key` and what is allowed."""
+    origin = typing.get_origin(tp)
+    bad = ParamsError(f"params.yaml: {key} = {value!r} is not allowed; set it to {_describe(tp)}")
+    if origin is typing.Union:
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(key, value, arg)
+            except ParamsError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise bad
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise bad
+        (item_tp, _) = typing.get_args(tp) + (None,)
+        return tuple(_coerce(key, v, item_tp) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads "1e-5" (no dot) as a string; accept it rather than surprise the user.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is str:
+        if isinstance(value, str) and value:
+            return value
+        raise bad
+    raise TypeError(f"unsupported schema type {tp} for {key}")
+
+
+def _build(group_cls, raw: dict, prefix: str):
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: {prefix} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(group_cls)
+    names = {f.name for f in dataclasses.fields(group_cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown key {prefix}.{unknown[0]}; known keys in {prefix}: "
+                          + ", ".join(sorted(names)))
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        key = f"{prefix}.{name}"
+        value = _coerce(key, raw[name], hints[name])
+        if value is not None and not isinstance(value, (str, bool, tuple)):
+            if key in _POSITIVE and value <= 0:
+                raise ParamsError(f"params.yaml: {key} = {value!r} must be greater than 0")
+            if key in _NON_NEGATIVE and value < 0:
+                raise ParamsError(f"params.yaml: {key} = {value!r} must be 0 or greater")
+        values[name] = value
+    return group_cls(**values)
+
+
+def parse_params(raw: dict, base_dir: str | os.PathLike = ".") -> Params:
+    """Validate a params mapping (as read from params.yaml) into typed `Params`."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params.yaml must be a mapping of groups (data, caption, ...) to their keys")
+    hints = typing.get_type_hints(Params)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise ParamsError(f"params.yaml: unknown group {unknown[0]!r}; known groups: "
+                          + ", ".join(sorted(hints)))
+    groups = {name: _build(hints[name], raw.get(name) or {}, name) for name in hints}
+    params = Params(**groups)
+    _check_semantics(params, Path(base_dir))
+    return params
+
+
+def _check_semantics(p: Params, base_dir: Path) -> None:
+    if p.data.source != "synthetic":
+        root = base_dir / p.data.root
+        if not root.is_dir():
+            raise ParamsError(
+                f"params.yaml: data.root = {p.data.root!r} does not exist (data.source = {p.data.source}); "
+                "point it at the dataset folder, or set data.source: synthetic")
+    if p.data.split is not None and p.data.source != "celeba":
+        raise ParamsError("params.yaml: data.split only applies to data.source: celeba; set it to null")
+    if p.train.warmup_steps >= p.train.steps:
+        raise ParamsError(f"params.yaml: train.warmup_steps ({p.train.warmup_steps}) must be smaller than "
+                          f"train.steps ({p.train.steps})")
+    if p.precompute.resolution % 8:
+        raise ParamsError(f"params.yaml: precompute.resolution = {p.precompute.resolution} must be a "
+                          "multiple of 8 (VAE downsampling)")
+    if p.eval.resolution % 8:
+        raise ParamsError(f"params.yaml: eval.resolution = {p.eval.resolution} must be a multiple of 8")
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError with a one-line fix on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found; run the stage from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from None
+    return parse_params(raw or {}, base_dir=path.parent)
