@@ -187,7 +187,7 @@ def _coerce(key: str, value, tp):
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or not value:
             raise bad
-        (item_tp, _) = typing.get_args(tp) + (None,)
+        item_tp = typing.get_args(tp)[0]
         return tuple(_coerce(key, v, item_tp) for v in value)
     if tp is bool:
         if isinstance(value, bool):

@@ -1,0 +1,151 @@
+"""One optimisation step of the mapper: the batched forward passes behind Eqs. 5-9.
+
+A CoCoIns step needs five denoiser passes per sample. The three that carry pseudo-words (anchor,
+positive, negative) need gradients to reach f and run as ONE UNet call on a 3B batch; the two
+references without pseudo-word (x̂1, x̂2 of Eq. 8) run as one call on a 2B batch under no_grad. The text
+encoders likewise run once with gradients (3B prompts with pseudo-words) and once without (the distinct
+plain prompts of the batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from cocoins.data.tags import parse_tagged
+from cocoins.method.losses import LossConfig, LossTerms, cocoins_loss, ddim_x0
+from cocoins.method.mapper import sample_codes
+from cocoins.method.triplets import (TripletConfig, add_noise, triplet_latents, triplet_prompts,
+                                     triplet_pseudo_words)
+
+
+def subject_count(tagged_prompts: Sequence[str]) -> int:
+    """S, the largest <subjN> index in the prompts: how many codes each sample needs."""
+    count = max((span.index for text in tagged_prompts for span in parse_tagged(text).spans), default=0)
+    if count == 0:
+        raise ValueError("no <subjN> tag in the batch's captions; the tag stage should have dropped these")
+    return count
+
+
+@dataclass
+class Batch:
+    """A training batch read from the latent shards."""
+    latents: torch.Tensor        # x, [B, 4, h, w], already scaled by the VAE scaling factor
+    masks: torch.Tensor          # m, [B, 1, h, w] in {0, 1}
+    time_ids: torch.Tensor       # SDXL micro-conditioning, [B, 6]
+    captions1: list[str]         # P1, tagged
+    captions2: list[str]         # P2, tagged
+    identities: torch.Tensor     # [B] int64, -1 when unknown (only the supervised baseline needs them)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.latents.to(device), self.masks.to(device), self.time_ids.to(device),
+                     self.captions1, self.captions2, self.identities.to(device))
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    """What the step needs to know about the frozen model's noise schedule."""
+    alphas_cumprod: torch.Tensor   # ᾱ_1..ᾱ_T, [T]
+    prediction_type: str           # epsilon | v_prediction
+
+
+class CocoinsStep:
+    """Computes the loss of Eq. 9 for one batch; only the mapper's parameters receive gradients."""
+
+    def __init__(self, unet, encoder, spec: DenoiserSpec, code_dim: int, loss_config: LossConfig,
+                 triplet_config: TripletConfig):
+        self.unet, self.encoder, self.spec, self.code_dim = unet, encoder, spec, code_dim
+        self.loss_config, self.triplet_config = loss_config, triplet_config
+
+    def _unet(self, x_t, t, embeds, pooled, time_ids):
+        return self.unet(x_t, t, encoder_hidden_states=embeds,
+                         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+    def _references(self, captions1: Sequence[str], captions2: Sequence[str], x1_t, x2_t, t, time_ids):
+        """x̂1 = DDIM(ε_θ(x_t*, e1, t)), x̂2 = DDIM(ε_θ(x_t+, e2, t)), without gradients (Eq. 8)."""
+        distinct = sorted(set(captions1) | set(captions2))
+        row = {text: i for i, text in enumerate(distinct)}
+        with torch.no_grad():
+            plain = self.encoder.encode(self.encoder.tokenize(distinct, insert=False), None)
+            index = torch.tensor([row[c] for c in list(captions1) + list(captions2)], device=t.device)
+            embeds, pooled = plain.prompt_embeds[index], plain.pooled_prompt_embeds[index]
+            x_t = torch.cat([x1_t, x2_t])
+            t2 = torch.cat([t, t])
+            out = self._unet(x_t, t2, embeds, pooled, torch.cat([time_ids, time_ids]))
+            alpha = self.spec.alphas_cumprod[t2]
+            x_ref = ddim_x0(out, x_t, alpha, self.spec.prediction_type)
+        return x_ref.chunk(2)
+
+    def __call__(self, mapper: torch.nn.Module, batch: Batch, step: int, total_steps: int,
+                 generator: torch.Generator) -> LossTerms:
+        device = batch.latents.device
+        bsz = batch.latents.shape[0]
+        subjects = subject_count(batch.captions1 + batch.captions2)
+        # All randomness is drawn on the CPU generator, so CPU and GPU runs see the same numbers.
+        z1 = sample_codes(generator, bsz, subjects, self.code_dim)
+        z2 = sample_codes(generator, bsz, subjects, self.code_dim)
+        eps1 = torch.randn(batch.latents.shape, generator=generator)
+        eps2 = torch.randn(batch.latents.shape, generator=generator)
+        t = torch.randint(0, len(self.spec.alphas_cumprod), (bsz,), generator=generator)
+        z1, z2, eps1, eps2, t = (v.to(device) for v in (z1, z2, eps1, eps2, t))
+
+        w1, w2 = mapper(torch.cat([z1, z2])).chunk(2)                      # Eq. 3
+        anchor, positive, negative = triplet_prompts(batch.captions1, batch.captions2, self.triplet_config)
+        tokens = self.encoder.tokenize(anchor + positive + negative, insert=True)
+        cond = self.encoder.encode(tokens, triplet_pseudo_words(w1, w2))   # Eqs. 4-5
+        alpha = self.spec.alphas_cumprod[t]
+        x_star, x_plus, x_minus = triplet_latents(batch.latents, eps1, eps2, alpha, self.triplet_config)  # Eq. 6
+        t3, alpha3 = t.repeat(3), alpha.repeat(3)
+        x_t = torch.cat([x_star, x_plus, x_minus])
+        out = self._unet(x_t, t3, cond.prompt_embeds, cond.pooled_prompt_embeds, batch.time_ids.repeat(3, 1))
+        x_anchor, x_positive, x_negative = ddim_x0(out, x_t, alpha3, self.spec.prediction_type).float().chunk(3)
+
+        x_ref1 = x_ref2 = None
+        if self.loss_config.background:
+            x_ref1, x_ref2 = self._references(anchor, positive, x_star, x_plus, t, batch.time_ids)
+            x_ref1, x_ref2 = x_ref1.float(), x_ref2.float()
+        return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.float(),
+                            step, total_steps, self.loss_config)
+
+
+class NoisePredictionStep:
+    """Supervised baseline (Section 3.3, Fig. 5): one fixed code per identity, plain denoising loss."""
+
+    def __init__(self, unet, encoder, spec: DenoiserSpec, code_dim: int, code_seed: int):
+        self.unet, self.encoder, self.spec = unet, encoder, spec
+        self.code_dim, self.code_seed = code_dim, code_seed
+
+    def identity_codes(self, identities: torch.Tensor, subjects: int, code_dim: int) -> torch.Tensor:
+        """z_id, a fixed N(0, I) draw per identity, reproducible from (code_seed, identity)."""
+        codes = []
+        for identity in identities.tolist():
+            if identity < 0:
+                raise ValueError("the noise_prediction objective needs identity labels; this sample has none")
+            g = torch.Generator().manual_seed(self.code_seed * 1_000_003 + int(identity))
+            codes.append(sample_codes(g, 1, subjects, code_dim)[0])
+        return torch.stack(codes)
+
+    def __call__(self, mapper: torch.nn.Module, batch: Batch, step: int, total_steps: int,
+                 generator: torch.Generator) -> LossTerms:
+        device = batch.latents.device
+        subjects = subject_count(batch.captions1)
+        z = self.identity_codes(batch.identities.cpu(), subjects, self.code_dim).to(device)
+        eps = torch.randn(batch.latents.shape, generator=generator).to(device)
+        t = torch.randint(0, len(self.spec.alphas_cumprod), (batch.latents.shape[0],), generator=generator).to(device)
+        alpha = self.spec.alphas_cumprod[t]
+        cond = self.encoder.encode(self.encoder.tokenize(batch.captions1, insert=True), mapper(z))
+        x_t = add_noise(batch.latents, eps, alpha)
+        out = self.unet(x_t, t, encoder_hidden_states=cond.prompt_embeds,
+                        added_cond_kwargs={"text_embeds": cond.pooled_prompt_embeds,
+                                           "time_ids": batch.time_ids}).sample
+        if self.spec.prediction_type == "v_prediction":
+            a = alpha.reshape(-1, 1, 1, 1)
+            target = a.sqrt() * eps - (1 - a).sqrt() * batch.latents
+        else:
+            target = eps
+        loss = F.mse_loss(out.float(), target.float())
+        zero = loss.detach() * 0
+        return LossTerms(loss, loss, None, zero, zero, 0.0)

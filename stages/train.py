@@ -1,0 +1,51 @@
+"""train: the CoCoIns mapping network f on the latent shards (Eqs. 3-9), with checkpoints and curves."""
+
+import hashlib
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from cocoins.config import load_params
+from cocoins.data.shards import ShardReader
+from cocoins.method.losses import LossConfig
+from cocoins.method.mapper import MapperConfig
+from cocoins.method.triplets import TripletConfig
+from cocoins.runtime import print_summary, resolve_device, run_stage, seed_everything
+from cocoins.sdxl.encode import PromptEncoder
+from cocoins.sdxl.load import load_pipeline
+from cocoins.training.loop import TrainConfig, train_mapper
+
+REPORT_DIR = Path("reports/train")
+
+
+def main() -> None:
+    params = load_params()
+    t, m, l = params.train, params.mapper, params.loss
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=device.type == "cpu")
+    pipe = load_pipeline("models/base", device=accelerator.device, dtype=torch.float32)
+    encoder = PromptEncoder.from_pipeline(pipe)
+    shards = ShardReader("data/train.parquet", "data/latents")
+    mapper_config = MapperConfig(code_dim=m.code_dim, layers=m.layers, hidden_dim=m.hidden_dim,
+                                 out_dims=tuple(encoder.pseudo_word_dims))
+    loss_config = LossConfig(negative=l.negative, schedule=l.schedule, mask=l.mask, background=l.background,
+                             gamma=l.gamma, beta=l.beta, lambda_con=l.lambda_con, lambda_back=l.lambda_back)
+    config = TrainConfig(objective=t.objective, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
+                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+                         checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
+                         gradient_checkpointing=t.gradient_checkpointing)
+    data_key = hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest()[:16]
+    result = train_mapper(pipe, encoder, shards, mapper_config, loss_config,
+                          TripletConfig(params.triplet.same_prompt, params.triplet.same_noise), config,
+                          "models/mapper", "models/checkpoints", REPORT_DIR / "live", accelerator, data_key)
+    if accelerator.is_main_process:
+        final = {k: round(v, 6) for k, v in result.final.items() if k != "step"}
+        print_summary("train", len(shards), {}, {"steps run": result.steps_run,
+                                                 "resumed from step": result.resumed_from,
+                                                 "final": final, "mapper": "models/mapper"})
+
+
+if __name__ == "__main__":
+    run_stage(main)
