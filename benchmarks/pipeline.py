@@ -1,0 +1,78 @@
+"""Pipeline benchmark: cold / warm `dvc repro` of the embedded default, peak memory, optional install
+and test-suite times. Prints the numbers; nothing here is asserted.
+
+    python benchmarks/pipeline.py                 # cold + warm dvc repro in a fresh copy
+    python benchmarks/pipeline.py --install       # also time a fresh venv install (minutes)
+    python benchmarks/pipeline.py --tests         # also time `pytest` (the `make test` body)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_project(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and f != "dvc.lock":
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    template = ROOT / ".dvc" / "offline-plots.html"
+    if template.is_file():
+        shutil.copy2(template, dest / ".dvc" / template.name)
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--install", action="store_true")
+    parser.add_argument("--tests", action="store_true")
+    args = parser.parse_args()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "project"
+        work.mkdir()
+        copy_project(work)
+        env["PYTHONPATH"] = str(work)
+        if args.install:
+            seconds = timed(["bash", "-c", "python3 -m venv .venv && .venv/bin/pip install -q pip==26.3 && "
+                             ".venv/bin/pip install -q -c constraints.txt -e '.[test]' && "
+                             ".venv/bin/pip install -q -c constraints.txt --no-deps facenet-pytorch==2.6.0"],
+                            work, {**os.environ})
+            print(f"install (fresh venv): {seconds:.1f} s")
+            shutil.rmtree(work / ".venv")
+        cold = timed(["dvc", "repro"], work, env)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        warm = timed(["dvc", "repro"], work, env)
+        print(f"dvc repro, cold: {cold:.1f} s (target < 360 s)")
+        print(f"dvc repro, warm: {warm:.1f} s (target < 5 s)")
+        print(f"peak RSS of the largest stage process: {peak_mb:.0f} MB")
+        lock_same = (ROOT / "dvc.lock").is_file() and (work / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
+        print(f"dvc.lock identical to the committed one: {lock_same}")
+    if args.tests:
+        seconds = timed([sys.executable, "-m", "pytest", "-q"], ROOT, {**os.environ, "DVC_NO_ANALYTICS": "1"})
+        print(f"pytest (make test body): {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
