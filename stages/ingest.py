@@ -1,0 +1,53 @@
+"""ingest: the images table (data/images.parquet) from the synthetic world, CelebA or an image folder.
+
+synthetic: draws the world into data/world (CelebA layout, see cocoins.data.synthetic) and reads it back
+with the CelebA reader, so the synthetic path exercises exactly the code real CelebA goes through.
+celeba / folder: reads `data.root` in place; data/world then only holds SOURCE.json naming the root (it
+is a DVC output, so it must exist, and it must never be the user's dataset: ingest rewrites it).
+"""
+
+from collections import Counter
+from pathlib import Path
+
+from cocoins.config import load_params
+from cocoins.data.celeba import read_celeba, read_folder
+from cocoins.data.synthetic import WorldConfig, write_world
+from cocoins.io import atomic_dir, write_json, write_parquet
+from cocoins.runtime import UserError, print_summary, run_stage
+
+WORLD = Path("data/world")
+OUT = Path("data/images.parquet")
+
+
+def main() -> None:
+    p = load_params().data
+    extra = {"source": p.source, "root": p.root}
+    if p.source == "synthetic":
+        if Path(p.root) != WORLD:
+            raise UserError(f"data.root = {p.root!r}: the synthetic world is written to {WORLD} (a DVC output); "
+                            f"set data.root: {WORLD}")
+        cfg = WorldConfig(seed=p.seed, identities=p.identities, images_per_identity=p.images_per_identity,
+                          two_person_images=p.two_person_images, image_size=p.image_size)
+        with atomic_dir(WORLD) as tmp:
+            counts = write_world(tmp, cfg)
+        extra.update({f"world {k}": v for k, v in counts.items()})
+        table = read_celeba(p.root, limit=p.limit)
+    else:
+        root = Path(p.root).resolve()
+        if root == WORLD.resolve() or root.is_relative_to(WORLD.resolve()):
+            raise UserError(f"data.root = {p.root!r} is inside {WORLD}, which ingest rewrites; move the dataset "
+                            "elsewhere and point data.root at it")
+        table = read_celeba(p.root, split=p.split, limit=p.limit) if p.source == "celeba" \
+            else read_folder(p.root, limit=p.limit)
+        with atomic_dir(WORLD) as tmp:
+            write_json({"source": p.source, "root": p.root}, tmp / "SOURCE.json")
+    write_parquet(table, OUT)
+    kept = int(table["kept"].sum())
+    skipped = Counter(table.loc[~table["kept"], "reason"])
+    extra["identities"] = int(table.loc[table["kept"] & (table["identity"] >= 0), "identity"].nunique())
+    extra["with masks"] = int(table["mask_path"].notna().sum())
+    print_summary("ingest", kept, skipped, extra)
+
+
+if __name__ == "__main__":
+    run_stage(main)
