@@ -1,0 +1,56 @@
+"""Subject masks (the paper's L_dis^m and background loss need them, Eqs. 7-8).
+
+`DatasetMasks` reads the mask shipped with the data (`mask_path` of the images table: the synthetic
+world's `subject_masks/<id>.png`), binarises it and checks it fits the image. The paper segments with
+Grounded SAM 2; that backend comes in a later issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+from PIL import Image
+
+from cocoins.runtime import UserError
+
+
+class Masker(Protocol):
+    name: str
+
+    def mask(self, path: str, mask_path: Optional[str], size: tuple[int, int]) -> tuple[Optional[np.ndarray], str]:
+        ...
+
+
+@dataclass
+class DatasetMasks:
+    """Masks that come with the dataset; 255 (or anything >= 128) is subject."""
+    name: str = "dataset"
+
+    def mask(self, path: str, mask_path: Optional[str], size: tuple[int, int]) -> tuple[Optional[np.ndarray], str]:
+        """Binary uint8 mask (0 / 255) of shape (height, width), or None and the skip reason."""
+        if not isinstance(mask_path, str) or not Path(mask_path).is_file():
+            return None, "no mask file"
+        try:
+            with Image.open(mask_path) as im:
+                m = np.asarray(im.convert("L"))
+        except (OSError, SyntaxError, ValueError) as err:
+            return None, f"unreadable mask file ({type(err).__name__})"
+        if (m.shape[1], m.shape[0]) != tuple(size):
+            return None, f"mask size {m.shape[1]}x{m.shape[0]} does not match image {size[0]}x{size[1]}"
+        m = np.where(m >= 128, 255, 0).astype(np.uint8)
+        if not m.any():
+            return None, "empty mask"
+        return m, ""
+
+
+def make_masker(backend: str) -> Masker:
+    """The masker for the `mask.backend` param."""
+    if backend == "dataset":
+        return DatasetMasks()
+    if backend == "grounded_sam2":
+        raise UserError("mask.backend: grounded_sam2 is not available yet (it comes in a later issue); "
+                        "set mask.backend: dataset")
+    raise UserError(f"unknown mask.backend {backend!r}; use dataset")
