@@ -3,6 +3,24 @@
 import pytest
 
 
+# ---- cocoins.sdxl: tiny SDXL pipeline (owner: sdxl) -------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_sdxl():
+    """The tiny SDXL pipeline (seed 0), built once per session. Treat as read-only: build your own to mutate."""
+    from cocoins.sdxl.tiny import build_tiny_sdxl
+
+    return build_tiny_sdxl(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_sdxl):
+    """`PromptEncoder` over the tiny pipeline's tokenizers and text encoders."""
+    from cocoins.sdxl.encode import PromptEncoder
+
+    return PromptEncoder.from_pipeline(tiny_sdxl)
+# ---- end cocoins.sdxl ---------------------------------------------------------------------------------------
+
+
 # ---- cocoins.data: tiny synthetic world (owner: data) ------------------------------------------------------
 TINY_WORLD = dict(seed=0, identities=4, images_per_identity=2, two_person_images=2, image_size=64)
 
