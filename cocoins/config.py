@@ -103,7 +103,8 @@ class TrainParams:
     checkpoint_every: int = 20
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # "fp32" rather than accelerate's "no": DVC rewrites params.yaml on `exp run -S` and YAML 1.1 reads no as false.
+    mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
 
 

@@ -23,7 +23,7 @@ OUT = Path("reports/eval")
 
 
 def score(rendered, rows: pd.Series) -> dict:
-    latents = rendered.latents[rows.to_numpy()]
+    latents = rendered.latents[torch.from_numpy(rows.to_numpy(dtype=bool).copy())]
     mask = center_ellipse_mask(*latents.shape[-2:])
     result = sim_div(subject_vectors(latents, mask), rendered.jobs.loc[rows, "identity_id"].tolist())
     return {"latent_sim": round(result.sim, 6), "latent_div": round(result.div, 6)}

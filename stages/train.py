@@ -24,7 +24,8 @@ def main() -> None:
     t, m, l = params.train, params.mapper, params.loss
     seed_everything(t.seed)
     device = resolve_device(t.device)
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=device.type == "cpu")
+    accelerator = Accelerator(mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
+                              cpu=device.type == "cpu")
     pipe = load_pipeline("models/base", device=accelerator.device, dtype=torch.float32)
     encoder = PromptEncoder.from_pipeline(pipe)
     shards = ShardReader("data/train.parquet", "data/latents")
@@ -41,7 +42,7 @@ def main() -> None:
                           TripletConfig(params.triplet.same_prompt, params.triplet.same_noise), config,
                           "models/mapper", "models/checkpoints", REPORT_DIR / "live", accelerator, data_key)
     if accelerator.is_main_process:
-        final = {k: round(v, 6) for k, v in result.final.items() if k != "step"}
+        final = {k: float(f"{v:.6g}") for k, v in result.final.items() if k != "step"}
         print_summary("train", len(shards), {}, {"steps run": result.steps_run,
                                                  "resumed from step": result.resumed_from,
                                                  "final": final, "mapper": "models/mapper"})

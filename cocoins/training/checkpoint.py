@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from cocoins.io import atomic_dir
 
 STATE_NAME = "state.json"
+CURVES_NAME = "curves"
 
 
 @dataclass
@@ -47,11 +48,18 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_checkpoint(directory: str | os.PathLike, step: int, fingerprint: str, mapper: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, lr_scheduler, keep: int = 2) -> Path:
-    """Write `step-XXXXXXX/` atomically and keep only the newest `keep` checkpoints."""
+                    optimizer: torch.optim.Optimizer, lr_scheduler, curves_dir: str | os.PathLike | None = None,
+                    keep: int = 2) -> Path:
+    """Write `step-XXXXXXX/` atomically and keep only the newest `keep` checkpoints.
+
+    `curves_dir` (the dvclive dir) is copied in too: DVC deletes a stage's outputs before rerunning it,
+    so a resumed run restores the curves logged so far from here.
+    """
     directory = Path(directory)
     target = directory / f"step-{step:07d}"
     with atomic_dir(target) as tmp:
+        if curves_dir is not None and Path(curves_dir).is_dir():
+            shutil.copytree(curves_dir, tmp / CURVES_NAME)
         save_file({k: v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()},
                   str(tmp / "mapper.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
@@ -92,6 +100,15 @@ def load_checkpoint(checkpoint: Checkpoint, mapper: torch.nn.Module, optimizer: 
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     torch.set_rng_state(load_file(str(checkpoint.path / "rng.safetensors"))["torch_cpu"])
     return int(state["step"])
+
+
+def restore_curves(checkpoint: Checkpoint, curves_dir: str | os.PathLike) -> None:
+    """Put back the training curves saved with `checkpoint` (replacing whatever is there)."""
+    curves_dir = Path(curves_dir)
+    shutil.rmtree(curves_dir, ignore_errors=True)
+    saved = checkpoint.path / CURVES_NAME
+    if saved.is_dir():
+        shutil.copytree(saved, curves_dir)
 
 
 def clear_checkpoints(directory: str | os.PathLike) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from accelerate import Accelerator
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
+from cocoins.io import atomic_dir
 from cocoins.data.shards import ShardReader, step_positions
 from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import Mapper, MapperConfig
 from cocoins.method.triplets import TripletConfig
 from cocoins.training.checkpoint import (clear_checkpoints, latest_checkpoint, load_checkpoint,
-                                         save_checkpoint)
+                                         restore_curves, save_checkpoint)
 from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, NoisePredictionStep
 
 
@@ -41,7 +43,7 @@ class TrainConfig:
     warmup_steps: int = 500
     checkpoint_every: int = 500
     seed: int = 0
-    mixed_precision: str = "no"          # no | bf16 | fp16
+    mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (autocast; the mapper stays fp32)
     gradient_checkpointing: bool = False
 
 
@@ -104,6 +106,8 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
     found = latest_checkpoint(checkpoint_dir, key)
     if found is not None:
         start = load_checkpoint(found, mapper, optimizer, lr_scheduler)
+        if accelerator.is_main_process:
+            restore_curves(found, report_dir)
     elif accelerator.is_main_process:
         clear_checkpoints(checkpoint_dir)
     mapper, optimizer = accelerator.prepare(mapper, optimizer)
@@ -136,11 +140,11 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
         progress.set_postfix(loss=f"{values['loss']:.4g}")
         done = k + 1
         if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.steps):
-            save_checkpoint(checkpoint_dir, done, key, accelerator.unwrap_model(mapper), optimizer, lr_scheduler)
+            save_checkpoint(checkpoint_dir, done, key, accelerator.unwrap_model(mapper), optimizer, lr_scheduler,
+                            curves_dir=report_dir)
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
-        from cocoins.io import atomic_dir
         with atomic_dir(mapper_dir) as tmp:
             accelerator.unwrap_model(mapper).save(tmp)
         if live is not None:
@@ -155,22 +159,9 @@ def _open_live(report_dir: str | os.PathLike, resume_step: int):
 
     report_dir = Path(report_dir)
     if resume_step == 0:
-        import shutil
         shutil.rmtree(report_dir, ignore_errors=True)
-    else:
-        _truncate_curves(report_dir / "plots" / "metrics", resume_step)
     live = Live(dir=str(report_dir), resume=resume_step > 0, report=None, save_dvc_exp=False,
                 dvcyaml=None, monitor_system=False)
     if resume_step > 0:
         live.step = resume_step
     return live
-
-
-def _truncate_curves(curve_dir: Path, resume_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from, so the curves match an unbroken run."""
-    for tsv in curve_dir.glob("*.tsv"):
-        lines = tsv.read_text().splitlines()
-        header, rows = lines[0], lines[1:]
-        step_col = header.split("\t").index("step")
-        kept = [r for r in rows if int(r.split("\t")[step_col]) < resume_step]
-        tsv.write_text("\n".join([header] + kept) + "\n")
