@@ -34,16 +34,42 @@ class DataParams:
     split: Optional[Literal["train", "val", "test"]] = None
 
 
+Device = Literal["auto", "cpu", "cuda"]
+Dtype = Literal["fp32", "fp16", "bf16"]
+
+
 @dataclass(frozen=True)
 class CaptionParams:
     backend: Literal["attributes", "llava", "ollama"] = "attributes"
     seed: int = 0
+    model: str = "llava-hf/llava-v1.6-mistral-7b-hf"   # llava: hub id or local dir; ollama: model name
+    prompts: tuple[str, ...] = ("Describe the person in this photo in one sentence.",
+                                "Write a short caption for this photo, describing the person's appearance.")
+    max_new_tokens: int = 60
+    host: str = "http://127.0.0.1:11434"               # ollama
+    timeout: float = 120.0
+    retries: int = 3
+    retry_wait: float = 1.0
+    batch_size: int = 8
+    chunk_size: int = 256
+    device: Device = "auto"
+    dtype: Dtype = "fp16"
 
 
 @dataclass(frozen=True)
 class TagParams:
     backend: Literal["rules", "ollama", "transformers"] = "rules"
     fallback: Literal["rules", "none"] = "rules"
+    model: str = "llama3.1:8b"        # ollama: model name; transformers: hub id or local dir of a chat model
+    host: str = "http://127.0.0.1:11434"
+    timeout: float = 60.0
+    retries: int = 3
+    retry_wait: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    chunk_size: int = 256
+    device: Device = "auto"
+    dtype: Dtype = "bf16"
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,17 @@ class MaskParams:
     backend: Literal["dataset", "grounded_sam2"] = "dataset"
     face_counter: Literal["mtcnn", "grounding", "annotation"] = "mtcnn"
     max_faces: int = 1
+    detector: str = "IDEA-Research/grounding-dino-base"    # Grounding DINO: hub id or local dir
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    face_threshold: float = 0.35                           # box threshold for the "face" prompt
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_l.yaml"  # a config packaged with sam2
+    sam2_checkpoint: str = "models/sam2/sam2.1_hiera_large.pt"  # "random": random weights (tests only)
+    sam2_overrides: Optional[tuple[str, ...]] = None       # hydra overrides for build_sam2 (tests: tiny)
+    batch_size: int = 8
+    chunk_size: int = 256
+    device: Device = "auto"
+    dtype: Dtype = "fp32"
 
 
 @dataclass(frozen=True)
@@ -64,6 +101,9 @@ class PrecomputeParams:
     resolution: int = 32
     shard_size: int = 1024
     batch_size: int = 16
+    vae: Optional[str] = None    # a VAE dir / hub id replacing the base model's (e.g. the fp16-safe SDXL VAE)
+    device: Device = "auto"
+    dtype: Dtype = "fp32"
 
 
 @dataclass(frozen=True)
@@ -146,12 +186,16 @@ class Params:
 _POSITIVE = {
     "data.identities", "data.images_per_identity", "data.image_size", "data.limit",
     "mask.max_faces", "precompute.resolution", "precompute.shard_size", "precompute.batch_size",
+    "caption.max_new_tokens", "caption.timeout", "caption.retries", "caption.batch_size", "caption.chunk_size",
+    "tag.timeout", "tag.retries", "tag.max_new_tokens", "tag.batch_size", "tag.chunk_size",
+    "mask.batch_size", "mask.chunk_size",
     "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size",
 }
-_NON_NEGATIVE = {"data.two_person_images", "train.warmup_steps", "train.weight_decay", "loss.gamma",
+_NON_NEGATIVE = {"data.two_person_images", "caption.retry_wait", "tag.retry_wait", "mask.box_threshold",
+                 "mask.text_threshold", "mask.face_threshold", "train.warmup_steps", "train.weight_decay", "loss.gamma",
                  "loss.beta", "loss.lambda_con", "loss.lambda_back"}
 
 

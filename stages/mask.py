@@ -2,53 +2,94 @@
 
 Keeps an image when it has a tagged subject, a non-empty subject mask and 1..max_faces faces (the paper
 trains on single-subject images: max_faces 1). Every kept input image gets a row with its reason.
+Masks: `dataset` (shipped with the data) or `grounded_sam2`; faces: `mtcnn`, `grounding` or `annotation`.
+Restartable: masks and raw face counts go chunk by chunk to data/work/mask/; the face-count decision
+(MTCNN checked against the annotation) is taken once over all rows, then data/masks/ is written at once.
 """
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
-from cocoins.backends.faces import count_faces
+from cocoins.backends.faces import decide_counts, make_face_counter
 from cocoins.backends.masks import make_masker
 from cocoins.config import load_params
-from cocoins.io import atomic_dir, read_parquet, write_parquet
+from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
+from cocoins.io import atomic_dir, atomic_path, read_parquet, write_parquet
 from cocoins.runtime import print_summary, run_stage
 
-MASKS = Path("data/masks")
-OUT = Path("data/subjects.parquet")
+MASKS, OUT, WORK = Path("data/masks"), Path("data/subjects.parquet"), Path("data/work/mask")
 COLUMNS = ["image_id", "mask_path", "face_count", "face_counter", "mask_fraction", "kept", "reason"]
+INPUT = ["image_id", "path", "width", "height", "mask_path", "faces_annotated", "tagged1", "tagged2"]
+
+
+def make_models(p, dist: Dist, all_annotated: bool):
+    """(masker, raw face counter, counter name); Grounding DINO is loaded once and shared."""
+    device = stage_device(p.device, dist)
+    detector = face = None
+    if p.backend == "grounded_sam2" or p.face_counter == "grounding":
+        from cocoins.backends.grounded_sam2 import GroundingDino, GroundingFaceCounter
+
+        detector = GroundingDino(p.detector, device, p.dtype)
+        face = GroundingFaceCounter(detector, p.face_threshold, p.text_threshold, p.batch_size)
+    counter, name = make_face_counter(p.face_counter, all_annotated, grounding=face)
+    return make_masker(p, device, detector), counter, name
+
+
+def mask_chunk(chunk: pd.DataFrame, masker, counter, work_masks: Path) -> pd.DataFrame:
+    """Masks (saved to the work dir) and raw face counts for a chunk of candidate rows."""
+    results = [(None, "no tagged subject")] * len(chunk)
+    has = np.flatnonzero(chunk["has_subject"].to_numpy())
+    for k, result in zip(has, masker.mask_rows(chunk.iloc[has])):
+        results[k] = result
+    ok = [k for k, (m, _) in enumerate(results) if m is not None]
+    detected = dict(zip(ok, counter.count(chunk.iloc[ok]) if ok else []))
+    rows = []
+    for k, ((mask, reason), image_id, key) in enumerate(zip(results, chunk["image_id"], chunk[KEY])):
+        if mask is not None:
+            with atomic_path(work_masks / f"{image_id}.png") as tmp:
+                Image.fromarray(mask, mode="L").save(tmp, format="PNG")
+        rows.append({"image_id": image_id, "mask_fraction": float(np.mean(mask > 0)) if mask is not None
+                     else float("nan"), "reason": reason, "face_detected": int(detected.get(k, -1)), KEY: key})
+    return pd.DataFrame(rows, columns=["image_id", "mask_fraction", "reason", "face_detected", KEY])
 
 
 def main() -> None:
     p = load_params().mask
+    dist = Dist()
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
     upstream = int((~images["kept"]).sum())
     images = images[images["kept"]].reset_index(drop=True)
-    has_subject = set(tagged.loc[tagged["kept"], "image_id"])
-    masker = make_masker(p.backend)
+    tags = tagged[tagged["kept"]].drop_duplicates("image_id").set_index("image_id")[["tagged1", "tagged2"]]
+    images = images.join(tags, on="image_id")
+    images["has_subject"] = images["tagged1"].notna()
+    images[["tagged1", "tagged2"]] = images[["tagged1", "tagged2"]].fillna("")
+    images[KEY] = row_keys(images, INPUT)
+    work = WorkDir.open(WORK, result_config(p), dist)
+    (WORK / "masks").mkdir(parents=True, exist_ok=True)
+    all_annotated = bool(len(images)) and bool((images["faces_annotated"] >= 0).all())
+    masker, counter, counter_name = make_models(p, dist, all_annotated)
 
-    rows, masks = [], {}
-    for row in tqdm(images.itertuples(index=False), total=len(images), desc="masks", unit="img"):
-        mask, reason = None, "no tagged subject"
-        if row.image_id in has_subject:
-            mask, reason = masker.mask(row.path, row.mask_path, (row.width, row.height))
-        if mask is not None:
-            masks[row.image_id] = mask
-        rows.append({"image_id": row.image_id, "mask_path": None, "face_count": -1, "face_counter": "",
-                     "mask_fraction": float(np.mean(mask > 0)) if mask is not None else float("nan"),
-                     "kept": reason == "", "reason": reason})
-
-    # Faces are counted only where everything else passed: on real data the detector is the slow part.
-    candidates = [k for k, r in enumerate(rows) if r["kept"]]
-    faces = count_faces(images.iloc[candidates], p.face_counter)
-    for k, n, counter in zip(candidates, faces.counts, faces.counters):
+    run = run_chunked(images, lambda c: mask_chunk(c, masker, counter, WORK / "masks"), work, p.chunk_size,
+                      "masks + faces", dist)
+    if run.table is None:
+        return
+    table = run.table
+    # Faces are counted only where everything else passed; the counts are decided over all of those at once.
+    candidates = np.flatnonzero((table["reason"] == "").to_numpy())
+    faces = decide_counts(table["face_detected"].iloc[candidates].tolist(),
+                          images["faces_annotated"].iloc[candidates].tolist(), counter_name)
+    rows = [{"image_id": i, "mask_path": None, "face_count": -1, "face_counter": "", "mask_fraction": f,
+             "kept": r == "", "reason": r}
+            for i, f, r in zip(table["image_id"], table["mask_fraction"], table["reason"])]
+    for k, n, counter_used in zip(candidates, faces.counts, faces.counters):
         r = rows[k]
-        r["face_count"], r["face_counter"] = n, counter
+        r["face_count"], r["face_counter"] = n, counter_used
         r["reason"] = ("face count unknown" if n < 0 else "no face" if n == 0
                        else f"{n} faces (max {p.max_faces})" if n > p.max_faces else "")
         r["kept"] = r["reason"] == ""
@@ -58,15 +99,16 @@ def main() -> None:
     with atomic_dir(MASKS) as tmp:
         for r in rows:
             if r["kept"]:
-                Image.fromarray(masks[r["image_id"]], mode="L").save(tmp / f"{r['image_id']}.png", format="PNG")
-    table = pd.DataFrame(rows, columns=COLUMNS).astype(
+                shutil.copyfile(WORK / "masks" / f"{r['image_id']}.png", tmp / f"{r['image_id']}.png")
+    out = pd.DataFrame(rows, columns=COLUMNS).astype(
         {"image_id": str, "face_count": "int64", "face_counter": str, "mask_fraction": "float64", "kept": bool,
          "reason": str})
-    write_parquet(table, OUT)
+    write_parquet(out, OUT)
     counted = Counter(faces.counters)
-    print_summary("mask", int(table["kept"].sum()), Counter(table.loc[~table["kept"], "reason"]),
+    print_summary("mask", int(out["kept"].sum()), Counter(out.loc[~out["kept"], "reason"]),
                   {"mask backend": masker.name, "faces": faces.note,
                    "counter per row": ", ".join(f"{k} {v}" for k, v in sorted(counted.items())) or "none",
+                   "processed now / reused from data/work/mask": f"{run.processed} / {run.reused}",
                    "skipped upstream (ingest)": upstream})
 
 

@@ -64,7 +64,23 @@ def test_no_attributes_is_a_skip():
 
 
 def test_make_captioner():
-    assert isinstance(make_captioner("attributes", seed=3), AttributeCaptioner)
-    for backend in ("llava", "ollama"):
-        with pytest.raises(UserError, match="caption.backend: attributes"):
-            make_captioner(backend)
+    from cocoins.backends.vlm_captioners import LlavaCaptioner, OllamaCaptioner
+    from cocoins.config import CaptionParams
+
+    made = make_captioner(CaptionParams(seed=3))
+    assert isinstance(made, AttributeCaptioner) and made.seed == 3
+    assert isinstance(make_captioner(CaptionParams(backend="llava")), LlavaCaptioner)  # loads lazily
+    assert isinstance(make_captioner(CaptionParams(backend="ollama", model="llava:7b")), OllamaCaptioner)
+    with pytest.raises(UserError, match="unknown caption.backend"):
+        make_captioner(CaptionParams(backend="blip"))
+
+
+def test_caption_batch_gives_skip_reasons():
+    import json
+
+    import pandas as pd
+
+    rows = pd.DataFrame({"image_id": ["1", "2"], "path": ["x", "y"],
+                         "attributes": [json.dumps({"Male": 1, "Young": 1}), "{}"]})
+    (c1, c2, r1), (d1, d2, r2) = AttributeCaptioner().caption_batch(rows)
+    assert c1 and c2 and r1 == "" and (d1, d2) == ("", "") and r2.startswith("no attributes")

@@ -19,7 +19,7 @@ CONTRACT = {  # docs/contracts.md
     "data/images.parquet": ["image_id", "path", "width", "height", "identity", "mask_path", "faces_annotated",
                             "attributes", "kept", "reason"],
     "data/captions.parquet": ["image_id", "caption1", "caption2", "backend", "model", "kept", "reason"],
-    "data/tagged.parquet": ["image_id", "tagged1", "tagged2", "backend", "attempts", "kept", "reason"],
+    "data/tagged.parquet": ["image_id", "tagged1", "tagged2", "backend", "attempts", "kept", "reason", "llm_error"],
     "data/subjects.parquet": ["image_id", "mask_path", "face_count", "face_counter", "mask_fraction", "kept",
                               "reason"],
 }
@@ -32,11 +32,14 @@ def run(name):
     module.main()
 
 
-def write_params(root, data=None, mask=None):
+def write_params(root, data=None, mask=None, **groups):
+    """params.yaml for the tiny world; `groups` (caption=..., tag=..., precompute=...) update those groups."""
     params = {"data": {**{k: v for k, v in TINY_WORLD.items()}, "source": "synthetic", "root": "data/world",
                        **(data or {})},
               "caption": {"backend": "attributes", "seed": 0}, "tag": {"backend": "rules"},
               "mask": {"backend": "dataset", "face_counter": "mtcnn", "max_faces": 1, **(mask or {})}}
+    for group, values in groups.items():
+        params[group] = {**params.get(group, {}), **values}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
 

@@ -57,7 +57,7 @@ def test_missing_mtcnn():
     assert got.counts == [1, 2] and "not installed" in got.note
     with pytest.raises(UserError, match="face_counter: annotation"):
         count_faces(_rows([-1]), "mtcnn", StubCounter(error=ImportError("no facenet_pytorch")))
-    with pytest.raises(UserError, match="later issue"):
+    with pytest.raises(UserError, match="needs a Grounding DINO detector"):
         count_faces(_rows([1]), "grounding")
 
 
@@ -88,8 +88,11 @@ def test_dataset_masks(tiny_world, tmp_path):
         "mask size 32x32 does not match image 64x64"
     (tmp_path / "bad.png").write_bytes(b"not a png")
     assert DatasetMasks().mask("x.jpg", str(tmp_path / "bad.png"), (64, 64))[1].startswith("unreadable mask")
-    with pytest.raises(UserError, match="later issue"):
-        make_masker("grounded_sam2")
+    from cocoins.config import MaskParams
+
+    assert isinstance(make_masker(MaskParams()), DatasetMasks)
+    with pytest.raises(UserError, match="needs a Grounding DINO detector"):
+        make_masker(MaskParams(backend="grounded_sam2"))
 
 
 def test_a_failing_image_gets_minus_one_not_a_crash(tiny_world, monkeypatch):

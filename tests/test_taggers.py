@@ -58,7 +58,13 @@ def test_validate_pair():
 
 
 def test_make_tagger():
-    assert isinstance(make_tagger("rules"), RuleTagger)
-    for backend in ("ollama", "transformers"):
-        with pytest.raises(UserError, match="tag.backend: rules"):
-            make_tagger(backend)
+    from cocoins.backends.llm_taggers import LLMTagger
+    from cocoins.config import TagParams
+
+    assert isinstance(make_tagger(TagParams()), RuleTagger)
+    ollama = make_tagger(TagParams(backend="ollama", model="qwen2.5:7b", retries=2, fallback="none"))
+    assert isinstance(ollama, LLMTagger) and (ollama.backend, ollama.model, ollama.retries) == ("ollama", "qwen2.5:7b", 2)
+    with pytest.raises(UserError, match="cannot load"):
+        make_tagger(TagParams(backend="transformers", model="/nonexistent/model"), device=None)
+    with pytest.raises(UserError, match="unknown tag.backend"):
+        make_tagger(TagParams(backend="gpt"))

@@ -8,13 +8,15 @@ order. Every caption names the subject with a person noun (man / woman / person)
 CelebA has no child flag, so the nouns are only "man", "woman" and sometimes "person".
 
 Extension point: a captioner is any object with `backend`, `model` and
-`caption(image_id, image_path, attributes) -> (caption1, caption2)` that raises `CaptionSkip(reason)`
-for an image it cannot caption. `make_captioner` picks one by the `caption.backend` param.
+`caption_batch(rows) -> [(caption1, caption2, skip reason)]` over rows of the images table ("" = usable).
+`make_captioner` picks one by the `caption.backend` param; the model captioners (LLaVA-Next, ollama) are
+in vlm_captioners.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,7 +32,7 @@ class Captioner(Protocol):
     backend: str
     model: str
 
-    def caption(self, image_id: str, image_path: str, attributes: dict[str, int]) -> tuple[str, str]: ...
+    def caption_batch(self, rows) -> list[tuple[str, str, str]]: ...
 
 
 # Attributes phrased the same way in every caption, in CelebA's naming.
@@ -124,11 +126,25 @@ class AttributeCaptioner:
         return captions[0], captions[1]
 
 
-def make_captioner(backend: str, seed: int = 0) -> Captioner:
-    """The captioner for the `caption.backend` param."""
-    if backend == "attributes":
-        return AttributeCaptioner(seed=seed)
-    if backend in ("llava", "ollama"):
-        raise UserError(f"caption.backend: {backend} is not available yet (the model captioners come in a "
-                        "later issue); set caption.backend: attributes")
-    raise UserError(f"unknown caption.backend {backend!r}; use attributes")
+    def caption_batch(self, rows) -> list[tuple[str, str, str]]:
+        """(caption1, caption2, skip reason) per row of the images table (image_id, path, attributes)."""
+        out = []
+        for image_id, path, attributes in zip(rows["image_id"], rows["path"], rows["attributes"]):
+            try:
+                out.append((*self.caption(image_id, path, json.loads(attributes)), ""))
+            except CaptionSkip as skip:
+                out.append(("", "", str(skip)))
+        return out
+
+
+def make_captioner(p, device=None) -> Captioner:
+    """The captioner for the `caption` params group (`CaptionParams`); model captioners: vlm_captioners.py."""
+    if p.backend == "attributes":
+        return AttributeCaptioner(seed=p.seed)
+    from cocoins.backends import vlm_captioners  # imported late: the offline default needs no model code
+
+    if p.backend == "llava":
+        return vlm_captioners.LlavaCaptioner(p.model, p.prompts, device, p.dtype, p.max_new_tokens, p.batch_size)
+    if p.backend == "ollama":
+        return vlm_captioners.OllamaCaptioner(p.model, p.prompts, p.host, p.timeout, p.retries, p.retry_wait)
+    raise UserError(f"unknown caption.backend {p.backend!r}; use attributes, llava or ollama")

@@ -3,8 +3,10 @@
 - `MtcnnFaceCounter`: facenet-pytorch's MTCNN (its wheel ships the P/R/O-Net weights, so it runs
   offline), on CPU, counting detections at or above a probability threshold.
 - `AnnotationFaceCounter`: the dataset's own count (`faces_annotated`, from face_counts.txt).
+- `GroundingFaceCounter` (grounded_sam2.py): Grounding DINO boxes for "face", as the paper did.
 
-`count_faces` is what the stage calls. With `mtcnn` it checks the detector against the annotation
+The stage counts per chunk with a raw counter (`make_face_counter`) and decides once over all rows
+(`decide_counts`); `count_faces` does both in one go. With `mtcnn` it checks the detector against the annotation
 wherever the dataset has one; if MTCNN disagrees too often (it misses many drawn faces of the synthetic
 world), the annotated rows use the annotation instead, each row records which counter gave its count,
 and the returned note says so with the numbers. It never pretends: unknown counts stay -1.
@@ -105,38 +107,74 @@ class FaceCounts:
     note: str              # one summary line: which counter was used and why
 
 
-def count_faces(rows: pd.DataFrame, counter: str, mtcnn: Optional[MtcnnFaceCounter] = None) -> FaceCounts:
-    """Face counts for `rows` (images table rows) with the `mask.face_counter` param's counter."""
-    n = len(rows)
-    annotated = np.asarray([int(v) for v in rows["faces_annotated"]], dtype=int)
-    if counter == "annotation":
-        counts = AnnotationFaceCounter().count(rows)
-        return FaceCounts(counts, ["annotation"] * n, "face counts from dataset annotation (mask.face_counter)")
-    if counter == "grounding":
-        raise UserError("mask.face_counter: grounding is not available yet (it comes with the Grounded SAM 2 "
-                        "backend in a later issue); set mask.face_counter: mtcnn or annotation")
+def decide_counts(detected: list[int], annotated: list[int], counter: str) -> FaceCounts:
+    """Final face counts from a detector's raw counts and the dataset's annotation (-1 = unknown).
+
+    `grounding` and `annotation` counts are used as they are. `mtcnn` counts are checked against the
+    annotation wherever there is one, over all rows at once (so a chunked, restarted run decides the same).
+    """
+    n = len(detected)
+    if counter in ("annotation", "grounding"):
+        note = ("face counts from dataset annotation (mask.face_counter)" if counter == "annotation"
+                else "face counts from Grounding DINO boxes for \"face\" (mask.face_counter)")
+        return FaceCounts([int(v) for v in detected], [counter] * n, note)
     if counter != "mtcnn":
-        raise UserError(f"unknown mask.face_counter {counter!r}; use mtcnn or annotation")
-    has = annotated >= 0
-    try:
-        detected = np.asarray((mtcnn or MtcnnFaceCounter()).count(rows), dtype=int) if n else np.zeros(0, int)
-    except ImportError as err:
-        if n and has.all():
-            return FaceCounts([int(v) for v in annotated], ["annotation"] * n,
-                              f"face counts from dataset annotation: MTCNN is not installed ({err})")
-        raise UserError(f"mask.face_counter: mtcnn needs facenet-pytorch ({err}); run `make install` or set "
-                        "mask.face_counter: annotation") from None
+        raise UserError(f"unknown mask.face_counter {counter!r}; use mtcnn, grounding or annotation")
+    detected_a = np.asarray(detected, dtype=int).reshape(-1)
+    annotated_a = np.asarray(annotated, dtype=int).reshape(-1)
+    has = annotated_a >= 0
     if not has.any():
-        return FaceCounts([int(v) for v in detected], ["mtcnn"] * n,
+        return FaceCounts([int(v) for v in detected_a], ["mtcnn"] * n,
                           "face counts from MTCNN (no annotation to check it against)")
     total = int(has.sum())
-    right = int((detected[has] == annotated[has]).sum())
-    found = int((detected[has] > 0).sum())
+    right = int((detected_a[has] == annotated_a[has]).sum())
+    found = int((detected_a[has] > 0).sum())
     if right / total >= RELIABLE_AGREEMENT:
-        return FaceCounts([int(v) for v in detected], ["mtcnn"] * n,
+        return FaceCounts([int(v) for v in detected_a], ["mtcnn"] * n,
                           f"face counts from MTCNN (matches the annotation on {right}/{total} images)")
-    counts = np.where(has, annotated, detected)
+    counts = np.where(has, annotated_a, detected_a)
     counters = ["annotation" if h else "mtcnn" for h in has]
     note = (f"face counts from dataset annotation: MTCNN found faces in only {found}/{total} annotated images "
             f"and counted them right in {right}/{total} (needs {RELIABLE_AGREEMENT:.0%})")
     return FaceCounts([int(v) for v in counts], counters, note)
+
+
+def make_face_counter(counter: str, all_annotated: bool, mtcnn: Optional[MtcnnFaceCounter] = None,
+                      grounding=None):
+    """(raw counter, its name) for `mask.face_counter`; without facenet-pytorch, mtcnn falls back to the
+    annotation when every image has one, else stops with the fix."""
+    if counter == "annotation":
+        return AnnotationFaceCounter(), "annotation"
+    if counter == "grounding":
+        if grounding is None:
+            raise UserError("mask.face_counter: grounding needs a Grounding DINO detector (mask.detector)")
+        return grounding, "grounding"
+    if counter != "mtcnn":
+        raise UserError(f"unknown mask.face_counter {counter!r}; use mtcnn, grounding or annotation")
+    if mtcnn is None:
+        try:
+            import facenet_pytorch  # noqa: F401  (checked here, used by MtcnnFaceCounter)
+        except ImportError as err:
+            if all_annotated:
+                print(f"[mask] MTCNN is not installed ({err}); using the dataset's face annotation")
+                return AnnotationFaceCounter(), "annotation"
+            raise UserError(f"mask.face_counter: mtcnn needs facenet-pytorch ({err}); run `make install` or set "
+                            "mask.face_counter: annotation") from None
+    return mtcnn or MtcnnFaceCounter(), "mtcnn"
+
+
+def count_faces(rows: pd.DataFrame, counter: str, mtcnn: Optional[MtcnnFaceCounter] = None,
+                grounding=None) -> FaceCounts:
+    """Face counts for `rows` (images table rows) with the `mask.face_counter` param's counter, in one go."""
+    annotated = [int(v) for v in rows["faces_annotated"]]
+    has = np.asarray(annotated, dtype=int) >= 0
+    try:
+        raw, name = make_face_counter(counter, bool(len(rows)) and bool(has.all()), mtcnn, grounding)
+        detected = raw.count(rows) if len(rows) else []
+    except ImportError as err:
+        if len(rows) and has.all():
+            return FaceCounts(annotated, ["annotation"] * len(rows),
+                              f"face counts from dataset annotation: MTCNN is not installed ({err})")
+        raise UserError(f"mask.face_counter: mtcnn needs facenet-pytorch ({err}); run `make install` or set "
+                        "mask.face_counter: annotation") from None
+    return decide_counts(detected, annotated, name)

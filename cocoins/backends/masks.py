@@ -2,7 +2,7 @@
 
 `DatasetMasks` reads the mask shipped with the data (`mask_path` of the images table: the synthetic
 world's `subject_masks/<id>.png`), binarises it and checks it fits the image. The paper segments with
-Grounded SAM 2; that backend comes in a later issue.
+Grounded SAM 2: `GroundedSam2Masker` in grounded_sam2.py.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from cocoins.runtime import UserError
@@ -20,7 +21,8 @@ from cocoins.runtime import UserError
 class Masker(Protocol):
     name: str
 
-    def mask(self, path: str, mask_path: Optional[str], size: tuple[int, int]) -> tuple[Optional[np.ndarray], str]:
+    def mask_rows(self, rows: pd.DataFrame) -> list[tuple[Optional[np.ndarray], str]]:
+        """Per images-table row (path, mask_path, width, height, tagged1, tagged2): mask or skip reason."""
         ...
 
 
@@ -45,12 +47,20 @@ class DatasetMasks:
             return None, "empty mask"
         return m, ""
 
+    def mask_rows(self, rows: pd.DataFrame) -> list[tuple[Optional[np.ndarray], str]]:
+        return [self.mask(path, mask_path, (int(w), int(h))) for path, mask_path, w, h
+                in zip(rows["path"], rows["mask_path"], rows["width"], rows["height"])]
 
-def make_masker(backend: str) -> Masker:
-    """The masker for the `mask.backend` param."""
-    if backend == "dataset":
+
+def make_masker(p, device=None, detector=None) -> Masker:
+    """The masker for the `mask` params group (`MaskParams`); `detector`: a shared GroundingDino."""
+    if p.backend == "dataset":
         return DatasetMasks()
-    if backend == "grounded_sam2":
-        raise UserError("mask.backend: grounded_sam2 is not available yet (it comes in a later issue); "
-                        "set mask.backend: dataset")
-    raise UserError(f"unknown mask.backend {backend!r}; use dataset")
+    if p.backend == "grounded_sam2":
+        from cocoins.backends.grounded_sam2 import GroundedSam2Masker, Sam2Boxes
+
+        if detector is None:
+            raise UserError("mask.backend: grounded_sam2 needs a Grounding DINO detector (mask.detector)")
+        sam = Sam2Boxes(p.sam2_config, p.sam2_checkpoint, device, tuple(p.sam2_overrides or ()))
+        return GroundedSam2Masker(detector, sam, p.box_threshold, p.text_threshold, batch_size=p.batch_size)
+    raise UserError(f"unknown mask.backend {p.backend!r}; use dataset or grounded_sam2")

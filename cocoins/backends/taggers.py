@@ -53,12 +53,15 @@ class TagResult:
     tagged1: str
     tagged2: str
     attempts: int
+    backend: str = ""       # who produced these tags ("rules" when an LLM answer fell back to the rules)
+    llm_error: str = ""     # why the LLM's answers were not used ("" when they were, or no LLM was asked)
+    failed: bool = False    # no usable tags at all (LLM failed, tag.fallback: none); llm_error says why
 
 
 class Tagger(Protocol):
     backend: str
 
-    def tag(self, caption1: str, caption2: str) -> TagResult: ...
+    def tag_batch(self, pairs: list[tuple[str, str]]) -> list[TagResult]: ...
 
 
 def _determiner(words: list[str], k: int) -> str:
@@ -138,14 +141,20 @@ class RuleTagger:
     backend: str = "rules"
 
     def tag(self, caption1: str, caption2: str) -> TagResult:
-        return TagResult(rule_tag(caption1), rule_tag(caption2), attempts=1)
+        return TagResult(rule_tag(caption1), rule_tag(caption2), attempts=1, backend=self.backend)
+
+    def tag_batch(self, pairs: list[tuple[str, str]]) -> list[TagResult]:
+        return [self.tag(c1, c2) for c1, c2 in pairs]
 
 
-def make_tagger(backend: str) -> Tagger:
-    """The tagger for the `tag.backend` param."""
-    if backend == "rules":
+def make_tagger(p, device=None) -> Tagger:
+    """The tagger for the `tag` params group (`TagParams`); LLM taggers live in llm_taggers.py."""
+    if p.backend == "rules":
         return RuleTagger()
-    if backend in ("ollama", "transformers"):
-        raise UserError(f"tag.backend: {backend} is not available yet (the LLM taggers come in a later "
-                        "issue); set tag.backend: rules")
-    raise UserError(f"unknown tag.backend {backend!r}; use rules")
+    from cocoins.backends import llm_taggers  # imported late: the offline default needs no LLM client
+
+    if p.backend == "ollama":
+        return llm_taggers.ollama_tagger(p.host, p.model, p.retries, p.fallback, p.timeout, p.retry_wait)
+    if p.backend == "transformers":
+        return llm_taggers.transformers_tagger(p.model, device, p.dtype, p.retries, p.fallback, p.max_new_tokens)
+    raise UserError(f"unknown tag.backend {p.backend!r}; use rules, ollama or transformers")

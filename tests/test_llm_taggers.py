@@ -1,0 +1,206 @@
+"""LLM taggers (Appendix D): the real ollama client over real HTTP on 127.0.0.1, and a tiny local chat LLM."""
+
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from werkzeug import Response
+
+from cocoins.backends.llm_taggers import (APPENDIX_D, SCHEMA, AnswerError, check_answer, ollama_tagger,
+                                          parse_answer, tag_messages, transformers_tagger)
+from cocoins.backends.taggers import validate_pair
+
+DATA = Path(__file__).parent / "data" / "ollama"
+C1 = "A photo of a young man with glasses and a smile."
+C2 = "A young man with short black hair faces the viewer."
+NO_PERSON = ("A bowl of fruit on a wooden table.", "Apples and pears in a bowl.")
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address():
+    return ("127.0.0.1", 0)
+
+
+def recorded(name: str, status: int = 200) -> Response:
+    return Response((DATA / name).read_text(), status=status, content_type="application/json")
+
+
+def serve(httpserver, *replies):
+    """Serve the recorded replies in order to POST /api/chat (the last one repeats)."""
+    requests = []
+
+    def handler(request):
+        requests.append(json.loads(request.data))
+        name, status = replies[min(len(requests) - 1, len(replies) - 1)]
+        return recorded(name, status)
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    return requests
+
+
+def tagger(httpserver, fallback="rules", retries=3):
+    return ollama_tagger(httpserver.url_for("/").rstrip("/"), "llama3.1:8b", retries=retries, fallback=fallback,
+                         timeout=5, retry_wait=0)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_instruction_is_appendix_d_and_request_is_structured(httpserver):
+    assert APPENDIX_D.startswith("These are two captions of an image. Tag the words related to the subjects")
+    assert "5. Pronouns: Do not tag pronouns." in APPENDIX_D and "<code>" not in APPENDIX_D
+    requests = serve(httpserver, ("tag_good.json", 200))
+    result = tagger(httpserver).tag(C1, C2)
+    assert (result.backend, result.attempts, result.llm_error) == ("ollama", 1, "")
+    assert result.tagged1 == "A photo of a young <subj1>man</subj1> with glasses and a smile."
+    assert validate_pair(C1, C2, result) == ""
+    (body,) = requests
+    assert body["model"] == "llama3.1:8b" and body["format"] == SCHEMA and body["stream"] is False
+    assert body["options"]["temperature"] == 0
+    assert body["messages"] == tag_messages(C1, C2)
+    content = body["messages"][0]["content"]
+    assert content.startswith(APPENDIX_D) and json.loads(content[len(APPENDIX_D):]) == {"caption1": C1,
+                                                                                        "caption2": C2}
+
+
+@pytest.mark.parametrize("reply, status, error", [
+    ("tag_malformed.json", 200, "answer is not JSON"),
+    ("tag_changed.json", 200, "tagging changed the caption text"),
+    ("error_500.json", 500, "ollama error 500: llama runner process has terminated"),
+])
+def test_bad_answers_are_retried_then_fall_back_or_fail(httpserver, reply, status, error):
+    requests = serve(httpserver, (reply, status))
+    result = tagger(httpserver).tag(C1, C2)
+    assert len(requests) == 3 and result.attempts == 3
+    assert result.backend == "rules" and not result.failed and error in result.llm_error
+    assert result.tagged1 == "A photo of a young <subj1>man</subj1> with glasses and a smile."  # the rules' tags
+    httpserver.clear()
+    serve(httpserver, (reply, status))
+    failed = tagger(httpserver, fallback="none").tag(C1, C2)
+    assert failed.failed and failed.backend == "ollama" and (failed.tagged1, failed.tagged2) == (C1, C2)
+    assert failed.llm_error.startswith("ollama tagging failed after 3 attempt(s): ") and error in failed.llm_error
+
+
+def test_retry_sends_the_bad_answer_back_with_the_reason(httpserver):
+    requests = serve(httpserver, ("tag_changed.json", 200), ("tag_good.json", 200))
+    result = tagger(httpserver).tag(C1, C2)
+    assert (result.backend, result.attempts, result.llm_error) == ("ollama", 2, "")
+    retry = requests[1]["messages"]
+    assert len(retry) == 3 and retry[1]["role"] == "assistant" and "wearing glasses" in retry[1]["content"]
+    assert "tagging changed the caption text" in retry[2]["content"]
+
+
+def test_refused_connection_falls_back_without_crashing():
+    t = ollama_tagger(f"http://127.0.0.1:{closed_port()}", "llama3.1:8b", retries=2, fallback="rules",
+                      timeout=5, retry_wait=0)
+    result = t.tag(C1, C2)
+    assert result.backend == "rules" and result.attempts == 2 and "unreachable" in result.llm_error
+
+
+def test_no_subject_answer_is_final_not_retried(httpserver):
+    requests = serve(httpserver, ("tag_no_subject.json", 200))
+    result = tagger(httpserver).tag(*NO_PERSON)
+    assert len(requests) == 1 and result.backend == "ollama" and result.llm_error == ""
+    assert validate_pair(*NO_PERSON, result) == "no tagged subject"
+
+
+def test_parse_answer():
+    assert parse_answer('{"caption1": "a", "caption2": "b"}') == ("a", "b")
+    assert parse_answer('Sure!\n```json\n{"caption1": "a", "caption2": "b"}\n```') == ("a", "b")
+    for bad in ("", "[1, 2]", '{"caption1": "a"}', '{"caption1": 1, "caption2": "b"}', "{not json}"):
+        with pytest.raises(AnswerError):
+            parse_answer(bad)
+    result, reason = check_answer("a man", "the man", '{"caption1": "a <subj1>man</subj1>", '
+                                                      '"caption2": "the <subj2>man</subj2>"}', 1)
+    assert result is None and reason.startswith("captions tag different subjects")
+
+
+SCENARIOS = {  # caption1 -> (recorded reply, HTTP status)
+    C1: ("tag_good.json", 200), NO_PERSON[0]: ("tag_no_subject.json", 200),
+    "A man in a red coat reads a book.": ("tag_malformed.json", 200),
+    "A woman waves from a boat.": ("tag_changed.json", 200), "A boy rides a bike.": ("error_500.json", 500),
+}
+
+
+def stage_setup(tmp_path, monkeypatch, tag_params):
+    """A project dir with params.yaml and a hand-made captions table: one row per scenario."""
+    import yaml
+
+    from test_data_stages import write_params
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["tag"] = {"retries": 2, "retry_wait": 0.0, "chunk_size": 2, **tag_params}
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    Path("data").mkdir(exist_ok=True)
+    first = list(SCENARIOS)
+    pd.DataFrame({"image_id": ["good", "none", "malformed", "changed", "error"], "caption1": first,
+                  "caption2": [C2, NO_PERSON[1], "The man turns a page.", "A woman on a boat.", "A boy on a bike."],
+                  "backend": "x", "model": "x", "kept": True, "reason": ""}).to_parquet("data/captions.parquet")
+
+
+def test_tag_stage_over_http_ends_every_row(httpserver, tmp_path, monkeypatch, capsys):
+    """Stage with tag.backend ollama: good, malformed, changed, 500 and no-person rows all end in a row."""
+    from test_data_stages import run
+
+    def handler(request):
+        return recorded(*SCENARIOS[json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])["caption1"]])
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    host = httpserver.url_for("/").rstrip("/")
+    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "fallback": "rules"})
+    run("tag")
+    t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
+    assert list(t.index) == ["good", "none", "malformed", "changed", "error"]
+    assert t.loc["good", ["backend", "attempts", "kept", "llm_error"]].tolist() == ["ollama", 1, True, ""]
+    assert t.loc["none", ["backend", "kept", "reason"]].tolist() == ["ollama", False, "no tagged subject"]
+    for name, error in (("malformed", "answer is not JSON"), ("changed", "tagging changed the caption text"),
+                        ("error", "ollama error 500")):
+        assert t.loc[name, ["backend", "attempts", "kept"]].tolist() == ["rules", 2, True], name
+        assert error in t.loc[name, "llm_error"] and "<subj1>" in t.loc[name, "tagged1"]
+    out = capsys.readouterr().out
+    assert "[tag] kept 4, skipped 1" in out and "LLM answers not used (see llm_error): 3" in out
+
+    # fallback: none -> the three failures are skip rows with the LLM's reason (params changed: redone).
+    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "fallback": "none"})
+    run("tag")
+    t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
+    assert t["kept"].tolist() == [True, False, False, False, False]
+    assert t.loc["error", "reason"].startswith("ollama tagging failed after 2 attempt(s): ollama error 500")
+    assert "processed now / reused from data/work/tag: 5 / 0" in capsys.readouterr().out
+
+
+def test_tag_stage_with_no_server_falls_back(tmp_path, monkeypatch, capsys):
+    from test_data_stages import run
+
+    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": f"http://127.0.0.1:{closed_port()}"})
+    run("tag")
+    t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
+    assert (t["backend"] == "rules").all() and t["llm_error"].str.contains("unreachable").all()
+    assert t["kept"].tolist() == [True, False, True, True, True]
+
+
+def test_transformers_tagger_with_a_tiny_chat_model(tmp_path):
+    """A random tiny Llama through AutoModelForCausalLM + chat template: garbage answers end in fallback."""
+    import torch
+
+    from cocoins.backends.tiny import build_tiny_chat_llm
+
+    model_dir = build_tiny_chat_llm(tmp_path / "llm")
+    t = transformers_tagger(str(model_dir), torch.device("cpu"), "bf16", retries=2, fallback="rules",
+                            max_new_tokens=8)
+    results = t.tag_batch([(C1, C2), NO_PERSON])
+    assert [r.backend for r in results] == ["rules", "rules"] and all(r.attempts == 2 for r in results)
+    assert all(r.llm_error.startswith("transformers tagging failed after 2 attempt(s): ") for r in results)
+    assert results[0].tagged1 == "A photo of a young <subj1>man</subj1> with glasses and a smile."
+    # The answer path: a model that answers correctly (generation replaced) is kept on the first attempt.
+    good = json.loads(json.loads((DATA / "tag_good.json").read_text())["message"]["content"])
+    t.answer_batch = lambda convs: [json.dumps(good)] * len(convs)
+    (ok,) = t.tag_batch([(C1, C2)])
+    assert (ok.backend, ok.attempts, ok.llm_error, ok.tagged2) == ("transformers", 1, "", good["caption2"])
