@@ -17,6 +17,7 @@ image_size here (the same values at 1024), so smaller configs work too.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -30,6 +31,8 @@ from cocoins.data.tags import TagError, parse_tagged
 from cocoins.runtime import UserError
 
 RANDOM = "random"
+_WORD = re.compile(r"[a-z]+")
+_SPECIAL = re.compile(r"\[[A-Z]+\]")   # [SEP], [CLS], ... in decoded labels
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ def detection_prompt(phrases: list[str]) -> str:
 
 def matching(det: Detections, phrases: list[str]) -> Detections:
     """Only boxes whose label (tokens over the text threshold) names a word of the prompt."""
-    words = {w for p in phrases for w in p.split()}
-    keep = [k for k, label in enumerate(det.labels) if words & set(label.lower().split())]
+    words = {w for p in phrases for w in _WORD.findall(p.lower())}
+    keep = [k for k, label in enumerate(det.labels) if words & set(_WORD.findall(_SPECIAL.sub(" ", label).lower()))]
     return Detections(det.boxes[keep].reshape(-1, 4), det.scores[keep], [det.labels[k] for k in keep])
 
 
@@ -176,7 +179,7 @@ class GroundedSam2Masker:
         dets = self.detector.detect([images[k] for k in todo], [detection_prompt(phrases[k]) for k in todo],
                                     self.box_threshold, self.text_threshold)
         boxes = [matching(d, phrases[k]).boxes for k, d in zip(todo, dets)]
-        arrays = [np.asarray(images[k].convert("RGB")) for k in todo]
+        arrays = [np.array(images[k].convert("RGB")) for k in todo]   # writable: SAM 2 wraps it in a tensor
         for k, b, m in zip(todo, boxes, self.sam.union_masks(arrays, boxes)):
             if not len(b):
                 out[k] = (None, "no subject box (Grounding DINO)")

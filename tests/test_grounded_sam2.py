@@ -1,0 +1,141 @@
+"""Grounded SAM 2 masks and Grounding DINO face counts: tiny random models through the real code and stage."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cocoins.backends.grounded_sam2 import (Detections, GroundedSam2Masker, GroundingDino, GroundingFaceCounter,
+                                            Sam2Boxes, detection_prompt, matching, subject_phrases)
+from cocoins.backends.tiny import SAM2_CONFIG, SAM2_TINY_OVERRIDES, build_tiny_grounding_dino
+
+from test_data_stages import run, write_params
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_dino(tmp_path_factory):
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("gdino") / "gdino")
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    return Sam2Boxes(SAM2_CONFIG, "random", CPU, SAM2_TINY_OVERRIDES)
+
+
+def test_prompt_from_tagged_subject_words():
+    t1 = "A photo of a young <subj1>Man</subj1> with a <subj2>child</subj2>."
+    t2 = "The <subj1>person</subj1> smiles; the <subj1>man</subj1> waves."
+    assert subject_phrases(t1, t2) == ["man", "person"]
+    assert subject_phrases(t1, t2, index=2) == ["child"]
+    assert subject_phrases("no tags", "<subj1>broken") == []
+    assert detection_prompt(["man", "young woman"]) == "man. young woman."
+
+
+def test_boxes_must_be_labelled_with_a_prompt_word():
+    det = Detections(np.arange(12, dtype=np.float32).reshape(3, 4), np.array([0.9, 0.8, 0.7]),
+                     ["man. [SEP]", "[SEP]", "face man"])
+    kept = matching(det, ["man"])
+    assert kept.labels == ["man. [SEP]", "face man"] and kept.boxes.tolist() == [[0, 1, 2, 3], [8, 9, 10, 11]]
+    assert len(matching(det, ["woman"]).boxes) == 0
+
+
+def test_union_of_box_masks(tiny_sam, monkeypatch):
+    """The subject mask is the union of the masks SAM 2 returns for each box; no boxes: no SAM call."""
+    images = [np.zeros((20, 30, 3), np.uint8), np.zeros((10, 10, 3), np.uint8)]
+    boxes = [np.array([[0, 0, 5, 5], [10, 10, 20, 15]], np.float32), np.zeros((0, 4), np.float32)]
+
+    class Predictor:
+        def set_image_batch(self, ims):
+            assert len(ims) == 1   # only images with boxes are embedded
+
+        def predict_batch(self, box_batch, multimask_output):
+            assert not multimask_output
+            out = np.zeros((len(box_batch[0]), 1, 20, 30), np.float32)
+            for k, (x0, y0, x1, y1) in enumerate(box_batch[0].astype(int)):
+                out[k, 0, y0:y1, x0:x1] = 1
+            return [out], None, None
+
+    monkeypatch.setattr(tiny_sam, "_predictor", Predictor())
+    union, empty = tiny_sam.union_masks(images, boxes)
+    assert union.sum() == 25 + 50 and union[:5, :5].all() and union[10:15, 10:20].all()
+    assert empty.shape == (10, 10) and not empty.any()
+
+
+def test_real_tiny_models_wiring_and_thresholds(tiny_dino, tiny_sam, tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, size in enumerate([(48, 40), (64, 64)]):
+        paths.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    rows = pd.DataFrame({"path": paths + [str(tmp_path / "bad.jpg"), paths[0]],
+                         "tagged1": ["a <subj1>man</subj1>"] * 3 + ["a dog"], "tagged2": ["the man"] * 4})
+    detector = GroundingDino(str(tiny_dino), CPU)
+    dets = detector.detect([Image.open(p).convert("RGB") for p in paths], ["man.", "face."], 0.0, 0.0)
+    assert [d.boxes.shape for d in dets] == [(30, 4), (30, 4)]   # threshold 0: every query
+    assert (dets[0].boxes[:, 2] <= 40 + 1e-3).all() and (dets[0].boxes[:, 3] <= 48 + 1e-3).all()  # pixels
+    loose = GroundedSam2Masker(detector, tiny_sam, box_threshold=0.0, text_threshold=0.0, batch_size=2)
+    out = loose.mask_rows(rows)
+    assert [r for _, r in out][2:] == ["unreadable image (UnidentifiedImageError)", "no tagged subject"]
+    for mask, reason in out[:2]:
+        assert reason in ("", "empty mask")
+        if mask is not None:
+            assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    assert out[0][0] is None or out[0][0].shape == (48, 40)
+    strict = GroundedSam2Masker(detector, tiny_sam, box_threshold=1.0, text_threshold=0.0)
+    assert [r for _, r in strict.mask_rows(rows.iloc[:2])] == ["no subject box (Grounding DINO)"] * 2
+    faces = GroundingFaceCounter(detector, threshold=0.0, text_threshold=0.0, batch_size=2)
+    assert faces.count(rows.iloc[:3]) == [30, 30, -1]
+    assert GroundingFaceCounter(detector, threshold=1.0).count(rows.iloc[:1]) == [0]
+
+
+def fake_detect(self, images, prompts, box_threshold, text_threshold):
+    """Known boxes: the subject prompt gets the central box; "face." gets one face box per drawn face."""
+    out = []
+    for im, prompt in zip(images, prompts):
+        w, h = im.size
+        if prompt == "face.":
+            n = 2 if im.getpixel((2, 2)) == (1, 2, 3) else 1   # two-person images are marked below
+            out.append(Detections(np.tile([[w * .3, h * .2, w * .7, h * .6]], (n, 1)).astype(np.float32),
+                                  np.full(n, 0.9), ["face"] * n))
+        else:
+            out.append(Detections(np.array([[w * .2, h * .1, w * .8, h * .95]], np.float32), np.array([0.8]),
+                                  [prompt.split(".")[0]]))
+    return out
+
+
+def test_mask_stage_with_grounded_sam2_and_grounding_faces(tiny_dino, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, mask={"backend": "grounded_sam2", "face_counter": "grounding", "detector": str(tiny_dino),
+                                 "sam2_config": SAM2_CONFIG, "sam2_checkpoint": "random",
+                                 "sam2_overrides": list(SAM2_TINY_OVERRIDES), "device": "cpu", "batch_size": 4,
+                                 "chunk_size": 4})
+    for name in ("ingest", "caption", "tag"):
+        run(name)
+    images = pd.read_parquet("data/images.parquet")
+    for path in images.loc[images["faces_annotated"] == 2, "path"]:   # mark the two-person images
+        im = Image.open(path).convert("RGB")
+        im.putpixel((2, 2), (1, 2, 3))
+        im.save(path, format="PNG")   # lossless, so the mark survives (PIL reads the content, not the suffix)
+    monkeypatch.setattr(GroundingDino, "detect", fake_detect)
+    calls = []
+    real_union = Sam2Boxes.union_masks
+    monkeypatch.setattr(Sam2Boxes, "union_masks", lambda self, ims, boxes: calls.append(len(ims)) or
+                        real_union(self, ims, boxes))
+    run("mask")
+    s = pd.read_parquet("data/subjects.parquet").set_index("image_id")
+    assert len(s) == 10 and calls == [4, 4, 2]   # SAM 2 batched per mask.batch_size, chunks of 4
+    two = images.loc[images["faces_annotated"] == 2, "image_id"]
+    for image_id, row in s.iterrows():
+        if row["reason"] == "empty mask":         # random SAM 2 weights may segment nothing
+            continue
+        assert row["face_counter"] == "grounding"
+        assert row["face_count"] == (2 if image_id in set(two) else 1)
+        assert row["reason"] == ("2 faces (max 1)" if image_id in set(two) else "")
+    kept = s[s["kept"]]
+    assert len(kept) >= 1 and (kept["mask_fraction"] > 0).all()
+    out = capsys.readouterr().out
+    assert "[mask] mask backend: grounded_sam2" in out and 'Grounding DINO boxes for "face"' in out
