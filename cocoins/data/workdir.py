@@ -45,7 +45,7 @@ class Dist:
         if self.world > 1:
             from accelerate import PartialState  # only under `accelerate launch`
 
-            self._state = PartialState()
+            self._state = PartialState(cpu=not torch.cuda.is_available())  # CPU: gloo, else nothing inits
         self.rank = self._state.process_index if self._state else 0
         self.local_rank = self._state.local_process_index if self._state else 0
 
