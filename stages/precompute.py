@@ -1,24 +1,62 @@
-"""precompute: SDXL VAE latents of the kept training images into safetensors shards + a Parquet index."""
+"""precompute: SDXL VAE latents of the kept training images into safetensors shards + a Parquet index.
 
+Restartable and shardable like the other model stages: each chunk of `shard_size` rows becomes one shard in
+data/work/precompute/ as soon as it is encoded; the final data/latents/ (hard links to those shards, renumbered
+in order) and data/train.parquet are written once at the end. `precompute.vae` swaps in another VAE (the
+fp16-safe SDXL VAE for fp16); device / dtype params as the other stages.
+"""
+
+import hashlib
+import json
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
+from cocoins.backends.chat import torch_dtype
 from cocoins.config import load_params
-from cocoins.data.shards import SHARD_PATTERN, encode_latents, mask_to_latent, prepare_image, time_ids
-from cocoins.io import atomic_dir, read_parquet, write_parquet
-from cocoins.runtime import print_summary, resolve_device, run_stage, seed_everything
+from cocoins.data.shards import SHARD_PATTERN, encode_shard, load_vae
+from cocoins.data.tags import parse_tagged
+from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
+from cocoins.io import atomic_dir, atomic_path, read_parquet, write_parquet
+from cocoins.runtime import print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import load_pipeline
 
-LATENT_DIR, INDEX = Path("data/latents"), Path("data/train.parquet")
+LATENT_DIR, INDEX, WORK = Path("data/latents"), Path("data/train.parquet"), Path("data/work/precompute")
+INPUT = ["image_id", "path", "identity", "tagged1", "tagged2", "mask_path"]
+INDEX_COLUMNS = ["image_id", "shard", "row", "tagged1", "tagged2", "spans1", "spans2", "identity",
+                 "original_height", "original_width", "crop_top", "crop_left", "resolution", "mask_fraction"]
+
+
+def spans_json(tagged: str) -> str:
+    """Subject spans of a tagged caption as JSON [[subject index, start, end], ...] (character offsets)."""
+    return json.dumps([[s.index, s.start, s.end] for s in parse_tagged(tagged).spans])
+
+
+def base_vae_fingerprint(base: Path = Path("models/base")) -> str:
+    """Which VAE models/base holds: its reference.json, or the tiny VAE's files (a new base redoes the work)."""
+    files = [base / "reference.json"] if (base / "reference.json").is_file() else sorted((base / "vae").glob("*"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)      # shards can be GBs: the final directory links the work dir's files
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def main() -> None:
-    p = load_params().precompute
+    params = load_params()
+    p = params.precompute
+    dist = Dist()
     seed_everything(0)
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
@@ -28,52 +66,47 @@ def main() -> None:
             .merge(subjects[subjects.kept][["image_id", "mask_path"]], on="image_id")
             .sort_values("image_id").reset_index(drop=True))
     skipped = Counter({"dropped by an earlier stage": len(images) - len(rows)})
+    rows[KEY] = row_keys(rows, INPUT)
+    work = WorkDir.open(WORK, result_config(p) | {"base_vae": base_vae_fingerprint()}, dist)
+    device = stage_device(p.device, dist)
+    dtype = torch_dtype(p.dtype, device)
+    vae = None
 
-    vae = load_pipeline("models/base", device=resolve_device("auto"), dtype=torch.float32).vae
-    index, prepared_rows = [], []
+    def process(chunk: pd.DataFrame) -> pd.DataFrame:
+        nonlocal vae
+        if vae is None:
+            vae = load_vae(p.vae, device, dtype) if p.vae else load_pipeline("models/base", device=device,
+                                                                               dtype=dtype).vae
+        tensors, records = encode_shard(vae, chunk, p.resolution, p.batch_size)
+        name = f"work-{hashlib.sha256(''.join(chunk[KEY]).encode()).hexdigest()[:16]}.safetensors"
+        if tensors:
+            with atomic_path(WORK / name) as tmp:
+                save_file(tensors, str(tmp))
+        out = pd.DataFrame(records).assign(work_shard=name)
+        return chunk[["image_id", KEY]].merge(out, on="image_id", how="left")
+
+    run = run_chunked(rows, process, work, p.shard_size, "precompute", dist)
+    if run.table is None:
+        return
+    table = pd.concat([rows.drop(columns=KEY), run.table.drop(columns="image_id")], axis=1)
+    for reason, n in Counter(table.loc[table["reason"] != "", "reason"]).items():
+        skipped[reason] += n
+    table = table[table["reason"] == ""].reset_index(drop=True)
+    order = list(dict.fromkeys(table["work_shard"]))   # work shards in input order -> shard-00000, ...
+    names = {w: SHARD_PATTERN.format(k) for k, w in enumerate(order)}
     with atomic_dir(LATENT_DIR) as tmp:
-        shard_latents, shard_masks, shard_no = [], [], 0
-
-        def flush():
-            nonlocal shard_latents, shard_masks, shard_no
-            if shard_latents:
-                save_file({"latents": torch.cat(shard_latents).contiguous(),
-                           "masks": torch.cat(shard_masks).contiguous()}, str(tmp / SHARD_PATTERN.format(shard_no)))
-                shard_latents, shard_masks, shard_no = [], [], shard_no + 1
-
-        in_shard = 0
-        for start in tqdm(range(0, len(rows), p.batch_size), desc="precompute"):
-            chunk = rows.iloc[start:start + p.batch_size]
-            prepared = []
-            for row in chunk.itertuples():
-                try:
-                    prepared.append((row, prepare_image(row.path, row.mask_path, p.resolution)))
-                except (OSError, ValueError) as err:
-                    skipped[f"unreadable image or mask ({type(err).__name__})"] += 1
-                    print(f"[precompute] skip {row.image_id}: {err}")
-            if not prepared:
-                continue
-            latents = encode_latents(vae, torch.stack([pr.pixels for _, pr in prepared]))
-            masks = mask_to_latent(torch.stack([pr.mask for _, pr in prepared]), tuple(latents.shape[-2:]))
-            for i, (row, pr) in enumerate(prepared):
-                if in_shard == p.shard_size:
-                    flush()
-                    in_shard = 0
-                shard_latents.append(latents[i:i + 1])
-                shard_masks.append(masks[i:i + 1])
-                (oh, ow), (ct, cl) = pr.original_size, pr.crop_top_left
-                index.append({"image_id": row.image_id, "shard": SHARD_PATTERN.format(shard_no), "row": in_shard,
-                              "tagged1": row.tagged1, "tagged2": row.tagged2, "identity": int(row.identity),
-                              "original_height": oh, "original_width": ow, "crop_top": ct, "crop_left": cl,
-                              "resolution": p.resolution, "mask_fraction": float(masks[i].mean())})
-                in_shard += 1
-        flush()
-    index = pd.DataFrame(index)
+        for w, name in names.items():
+            link_or_copy(WORK / w, tmp / name)
+    table["shard"] = table["work_shard"].map(names)
+    table["spans1"], table["spans2"] = table["tagged1"].map(spans_json), table["tagged2"].map(spans_json)
+    table["resolution"] = p.resolution
+    index = table[INDEX_COLUMNS].astype({"row": "int64", "identity": "int64", "original_height": "int64",
+                                         "original_width": "int64", "crop_top": "int64", "crop_left": "int64"})
     write_parquet(index, INDEX)
-    empty = int((index["mask_fraction"] == 0).sum()) if len(index) else 0
+    empty = int((index["mask_fraction"] == 0).sum())
     print_summary("precompute", len(index), skipped,
-                  {"shards": index["shard"].nunique() if len(index) else 0,
-                   "latent shape": list(latents.shape[1:]) if len(index) else None,
+                  {"shards": len(names), "vae": p.vae or "models/base", "dtype": str(dtype).replace("torch.", ""),
+                   "processed now / reused from data/work/precompute": f"{run.processed} / {run.reused}",
                    "masks empty at latent resolution": empty})
 
 

@@ -1,6 +1,6 @@
 """Latent shards: SDXL-style image preprocessing, VAE encoding, safetensors shards and their reader.
 
-Training reads these shards, never images. Each shard holds `latents` [N, 4, h, w] (already multiplied by
+Training reads these shards, never images. The precompute side: `prepare_image`, `load_vae`, `encode_shard`. Each shard holds `latents` [N, 4, h, w] (already multiplied by
 the VAE scaling factor) and `masks` [N, 1, h, w] (the subject mask m at latent resolution, in {0, 1});
 `data/train.parquet` indexes them row by row with the captions and SDXL's micro-conditioning.
 """
@@ -61,6 +61,52 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
     param = next(vae.parameters())
     latents = vae.encode(pixels.to(param.device, param.dtype)).latent_dist.mean
     return (latents * vae.config.scaling_factor).float().cpu()
+
+
+def load_vae(vae: str | os.PathLike, device: torch.device, dtype: torch.dtype):
+    """An AutoencoderKL from a VAE dir / hub id, or from the `vae/` subfolder of a diffusers model dir.
+
+    For fp16 use the fp16-safe SDXL VAE (e.g. madebyollin/sdxl-vae-fp16-fix): the stock SDXL VAE overflows
+    to NaN in fp16.
+    """
+    from diffusers import AutoencoderKL
+
+    sub = "vae" if (Path(vae) / "vae" / "config.json").is_file() else None
+    try:
+        model = AutoencoderKL.from_pretrained(vae, subfolder=sub, torch_dtype=dtype)
+    except OSError as err:
+        raise FileNotFoundError(f"cannot load the VAE {vae!r} ({str(err)[:160]}); set precompute.vae to a VAE dir "
+                                "or a hub id in the offline cache, or null for the base model's VAE") from None
+    return model.to(device).eval()
+
+
+def encode_shard(vae, rows: pd.DataFrame, resolution: int, batch_size: int) -> tuple[dict, list[dict]]:
+    """Latents and latent-resolution masks for `rows` (path, mask_path, image_id, tagged1, tagged2, identity).
+
+    Returns the shard tensors (only rows that could be read) and one record per input row: its `row` in the
+    shard and SDXL micro-conditioning, or `reason` why it was skipped.
+    """
+    latents, masks, records = [], [], []
+    for start in range(0, len(rows), batch_size):
+        prepared = []
+        for row in rows.iloc[start:start + batch_size].itertuples(index=False):
+            try:
+                prepared.append((row, prepare_image(row.path, row.mask_path, resolution)))
+            except (OSError, ValueError) as err:
+                records.append({"image_id": row.image_id, "reason": f"unreadable image or mask ({type(err).__name__})"})
+        if not prepared:
+            continue
+        lat = encode_latents(vae, torch.stack([pr.pixels for _, pr in prepared]))
+        msk = mask_to_latent(torch.stack([pr.mask for _, pr in prepared]), tuple(lat.shape[-2:]))
+        for i, (row, pr) in enumerate(prepared):
+            (oh, ow), (ct, cl) = pr.original_size, pr.crop_top_left
+            records.append({"image_id": row.image_id, "reason": "", "row": sum(len(x) for x in latents) + i,
+                            "original_height": oh, "original_width": ow, "crop_top": ct, "crop_left": cl,
+                            "mask_fraction": float(msk[i].mean())})
+        latents.append(lat)
+        masks.append(msk)
+    tensors = {"latents": torch.cat(latents).contiguous(), "masks": torch.cat(masks).contiguous()} if latents else {}
+    return tensors, records
 
 
 def time_ids(original_size: tuple[int, int], crop_top_left: tuple[int, int], resolution: int) -> list[int]:
