@@ -146,6 +146,7 @@ class TrainParams:
     # "fp32" rather than accelerate's "no": DVC rewrites params.yaml on `exp run -S` and YAML 1.1 reads no as false.
     mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1   # micro-batches per process; batch_size stays the global batch
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ _POSITIVE = {
     "tag.timeout", "tag.retries", "tag.max_new_tokens", "tag.batch_size", "tag.chunk_size",
     "mask.batch_size", "mask.chunk_size",
     "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
+    "train.gradient_accumulation_steps",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size",

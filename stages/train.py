@@ -1,4 +1,10 @@
-"""train: the CoCoIns mapping network f on the latent shards (Eqs. 3-9), with checkpoints and curves."""
+"""train: the CoCoIns mapping network f on the latent shards (Eqs. 3-9), with checkpoints and curves.
+
+    python stages/train.py                                           # one process (what `dvc repro` runs)
+    accelerate launch --multi_gpu --num_processes N stages/train.py  # DDP, unchanged (gloo on CPU)
+
+Rerunning after a kill resumes from models/checkpoints/ (a persistent DVC out).
+"""
 
 import hashlib
 from pathlib import Path
@@ -26,7 +32,11 @@ def main() -> None:
     device = resolve_device(t.device)
     accelerator = Accelerator(mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
                               cpu=device.type == "cpu")
-    pipe = load_pipeline("models/base", device=accelerator.device, dtype=torch.float32)
+    # Frozen weights in the autocast dtype on CUDA (half the memory, as diffusers' training scripts do);
+    # on CPU they stay fp32 and autocast alone lowers the matmuls. f itself always trains in fp32.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    dtype = half if half is not None and accelerator.device.type == "cuda" else torch.float32
+    pipe = load_pipeline("models/base", device=accelerator.device, dtype=dtype)
     encoder = PromptEncoder.from_pipeline(pipe)
     shards = ShardReader("data/train.parquet", "data/latents")
     mapper_config = MapperConfig(code_dim=m.code_dim, layers=m.layers, hidden_dim=m.hidden_dim,
@@ -36,7 +46,8 @@ def main() -> None:
     config = TrainConfig(objective=t.objective, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
                          weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
                          checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
-                         gradient_checkpointing=t.gradient_checkpointing)
+                         gradient_checkpointing=t.gradient_checkpointing,
+                         gradient_accumulation_steps=t.gradient_accumulation_steps)
     data_key = hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest()[:16]
     result = train_mapper(pipe, encoder, shards, mapper_config, loss_config,
                           TripletConfig(params.triplet.same_prompt, params.triplet.same_noise), config,

@@ -49,8 +49,10 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def save_checkpoint(directory: str | os.PathLike, step: int, fingerprint: str, mapper: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, lr_scheduler, curves_dir: str | os.PathLike | None = None,
-                    keep: int = 2) -> Path:
+                    keep: int = 2, scaler=None) -> Path:
     """Write `step-XXXXXXX/` atomically and keep only the newest `keep` checkpoints.
+
+    `scaler` (fp16's GradScaler, else None) is saved too: its loss scale decides which steps are skipped.
 
     `curves_dir` (the dvclive dir) is copied in too: DVC deletes a stage's outputs before rerunning it,
     so a resumed run restores the curves logged so far from here.
@@ -66,7 +68,8 @@ def save_checkpoint(directory: str | os.PathLike, step: int, fingerprint: str, m
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         state = {"step": step, "fingerprint": fingerprint, "optimizer": opt_meta,
-                 "lr_scheduler": lr_scheduler.state_dict()}
+                 "lr_scheduler": lr_scheduler.state_dict(),
+                 "grad_scaler": scaler.state_dict() if scaler is not None else None}
         (tmp / STATE_NAME).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     for old in sorted(directory.glob("step-*"))[:-keep]:
         shutil.rmtree(old)
@@ -100,6 +103,15 @@ def load_checkpoint(checkpoint: Checkpoint, mapper: torch.nn.Module, optimizer: 
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     torch.set_rng_state(load_file(str(checkpoint.path / "rng.safetensors"))["torch_cpu"])
     return int(state["step"])
+
+
+def restore_scaler(checkpoint: Checkpoint, scaler) -> None:
+    """Put back fp16's GradScaler state (loss scale, growth tracker) saved with `checkpoint`."""
+    saved = json.loads((checkpoint.path / STATE_NAME).read_text()).get("grad_scaler")
+    if saved is None:
+        raise ValueError(f"{checkpoint.path} has no GradScaler state but this run uses fp16; "
+                         "delete models/checkpoints to restart training")
+    scaler.load_state_dict(saved)
 
 
 def restore_curves(checkpoint: Checkpoint, curves_dir: str | os.PathLike) -> None:

@@ -1,11 +1,22 @@
-"""The mapper's training loop: accelerate (single process or DDP), checkpoints, dvclive curves.
+"""The mapper's training loop: accelerate (single process or DDP), accumulation, checkpoints, dvclive curves.
 
 Only f trains. The UNet, VAE and text encoders are frozen; gradients flow through them to the
-pseudo-words. Runs unchanged under `accelerate launch --num_processes N`.
+pseudo-words. Runs unchanged under `accelerate launch --num_processes N` (f wrapped in DDP by
+`accelerator.prepare`, gradients averaged across processes).
+
+One optimisation step k covers `batch_size` samples: stream positions k * batch_size + i, i < batch_size.
+Process r's micro-batch m takes slots [(m * world + r) * b, (m * world + r + 1) * b) with
+b = batch_size / (world * gradient_accumulation_steps). Data (`step_positions`) and random draws
+(`sample_generator`) are pure functions of the stream position, and each micro-batch's loss is a mean over
+its b samples, scaled by 1 / accumulation steps and averaged over processes by DDP: every layout of the
+same global batch computes the same step, up to float rounding. Logged values are means over the global
+batch (reduced across processes), so curves do not depend on the layout either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -25,8 +36,10 @@ from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import Mapper, MapperConfig
 from cocoins.method.triplets import TripletConfig
 from cocoins.training.checkpoint import (clear_checkpoints, latest_checkpoint, load_checkpoint,
-                                         restore_curves, save_checkpoint)
-from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, NoisePredictionStep
+                                         restore_curves, restore_scaler, save_checkpoint)
+from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, NoisePredictionStep, sample_generator
+
+LOGGED = ("loss", "loss_con", "loss_back", "d_pos", "d_neg")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,7 +50,7 @@ class NonFiniteLossError(RuntimeError):
 class TrainConfig:
     objective: str = "contrastive"       # contrastive | noise_prediction
     steps: int = 5000                    # K
-    batch_size: int = 128                # per optimisation step, all processes together
+    batch_size: int = 128                # per optimisation step, all processes and micro-batches together
     lr: float = 1e-4
     weight_decay: float = 0.2
     warmup_steps: int = 500
@@ -45,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (autocast; the mapper stays fp32)
     gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1  # micro-batches per process per optimisation step
 
 
 @dataclass
@@ -52,11 +66,7 @@ class TrainResult:
     steps_run: int
     resumed_from: int
     final: dict
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The random source of one step on one process: codes, noises and timesteps."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1_009 + rank) % 2**63)
+    mapper: torch.nn.Module              # the trained f (unwrapped from DDP), on this process
 
 
 def fingerprint(*parts) -> str:
@@ -72,15 +82,37 @@ def freeze(pipe) -> None:
         module.eval()
 
 
+def check_precision(config: TrainConfig, accelerator: Accelerator) -> None:
+    """The accelerator must autocast as `train.mixed_precision` says; fp16 needs CUDA."""
+    expected = "no" if config.mixed_precision == "fp32" else config.mixed_precision
+    if config.mixed_precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"train.mixed_precision {config.mixed_precision!r}: use fp32, bf16 or fp16")
+    if config.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        raise ValueError("train.mixed_precision fp16 needs a CUDA GPU: accelerate does not autocast fp16 on "
+                         f"{accelerator.device.type} (it would silently train in fp32); use bf16 or fp32 here")
+    if accelerator.mixed_precision != expected:
+        raise ValueError(f"the Accelerator runs mixed_precision={accelerator.mixed_precision!r} but "
+                         f"train.mixed_precision is {config.mixed_precision!r}; build it with "
+                         f"Accelerator(mixed_precision={expected!r}) and do not override it at launch")
+
+
+def micro_batch_size(config: TrainConfig, world: int) -> int:
+    parts = world * config.gradient_accumulation_steps
+    if config.gradient_accumulation_steps < 1 or config.batch_size % parts:
+        raise ValueError(f"train.batch_size {config.batch_size} must divide into {world} process(es) x "
+                         f"train.gradient_accumulation_steps {config.gradient_accumulation_steps}; change either")
+    return config.batch_size // parts
+
+
 def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig, loss_config: LossConfig,
                  triplet_config: TripletConfig, config: TrainConfig, mapper_dir: str | os.PathLike,
                  checkpoint_dir: str | os.PathLike, report_dir: str | os.PathLike,
                  accelerator: Accelerator, data_fingerprint: str = "") -> TrainResult:
     """Train f for `config.steps` steps, resuming from a matching checkpoint, and save it to mapper_dir."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    if config.batch_size % world:
-        raise ValueError(f"train.batch_size {config.batch_size} is not divisible by {world} processes")
-    local_batch = config.batch_size // world
+    accum = config.gradient_accumulation_steps
+    micro = micro_batch_size(config, world)
+    check_precision(config, accelerator)
     device = accelerator.device
 
     freeze(pipe)
@@ -101,7 +133,10 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
 
-    key = fingerprint(mapper_config, loss_config, triplet_config, config, world, data_fingerprint)
+    # The process/micro-batch layout does not change the math, so it is left out: a run killed on 4 GPUs
+    # resumes on 2 (equal up to float rounding; bit for bit on the same layout).
+    layout_free = dataclasses.replace(config, gradient_accumulation_steps=1)
+    key = fingerprint(mapper_config, loss_config, triplet_config, layout_free, data_fingerprint)
     start = 0
     found = latest_checkpoint(checkpoint_dir, key)
     if found is not None:
@@ -110,26 +145,40 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
             restore_curves(found, report_dir)
     elif accelerator.is_main_process:
         clear_checkpoints(checkpoint_dir)
+    accelerator.wait_for_everyone()  # no process reads checkpoint_dir while the main one clears it
     mapper, optimizer = accelerator.prepare(mapper, optimizer)
+    scaler = accelerator.scaler      # fp16 only: its loss scale is part of the exact state
+    if found is not None and scaler is not None:
+        restore_scaler(found, scaler)
 
     live = _open_live(report_dir, resume_step=start) if accelerator.is_main_process else None
     last_finite: dict = {}
     progress = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="train",
                     disable=not accelerator.is_main_process)
     for k in progress:
-        positions = step_positions(k, local_batch, len(shards), config.seed, rank, world)
-        batch = Batch(**shards.rows(positions)).to(device)
-        with accelerator.autocast():
-            terms = step_fn(mapper, batch, k + 1, config.steps, step_generator(config.seed, k, rank))
-        values = {"loss": terms.loss.item(), "loss_con": terms.loss_con.item(),
-                  "loss_back": terms.loss_back.item() if terms.loss_back is not None else 0.0,
-                  "d_pos": terms.d_pos.item(), "d_neg": terms.d_neg.item(),
-                  "lambda_neg": terms.lambda_neg, "lr": lr_scheduler.get_last_lr()[0]}
-        if not all(math.isfinite(v) for v in values.values()):
+        sums = torch.zeros(len(LOGGED), dtype=torch.float64)
+        for m in range(accum):
+            first_slot = (m * world + rank) * micro
+            positions = step_positions(k * accum + m, micro, len(shards), config.seed, rank, world)
+            generators = [sample_generator(config.seed, k * config.batch_size + first_slot + j)
+                          for j in range(micro)]
+            batch = Batch(**shards.rows(positions)).to(device)
+            # Gradients are all-reduced once per step, on the last micro-batch.
+            sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(mapper)
+            with sync:
+                with accelerator.autocast():
+                    terms = step_fn(mapper, batch, k + 1, config.steps, generators)
+                accelerator.backward(terms.loss / accum if accum > 1 else terms.loss)
+            back = terms.loss_back.detach() if terms.loss_back is not None else torch.zeros(())
+            sums += torch.stack([terms.loss.detach().float().cpu(), terms.loss_con.detach().float().cpu(),
+                                 back.float().cpu(), terms.d_pos.float().cpu(), terms.d_neg.float().cpu()]).double()
+        means = accelerator.reduce((sums / accum).to(device), reduction="mean").cpu()
+        values = {name: float(v) for name, v in zip(LOGGED, means)}
+        values.update(lambda_neg=terms.lambda_neg, lr=lr_scheduler.get_last_lr()[0])
+        if not all(math.isfinite(v) for v in values.values()):  # same verdict on every process (reduced)
             raise NonFiniteLossError(f"non-finite loss at step {k + 1}: {values}; last finite values: "
                                      f"{last_finite or 'none (first step)'}. Lower train.lr or check the data.")
         last_finite = {"step": k + 1, **values}
-        accelerator.backward(terms.loss)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -141,7 +190,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
         done = k + 1
         if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.steps):
             save_checkpoint(checkpoint_dir, done, key, accelerator.unwrap_model(mapper), optimizer, lr_scheduler,
-                            curves_dir=report_dir)
+                            curves_dir=report_dir, scaler=scaler)
         accelerator.wait_for_everyone()
 
     if accelerator.is_main_process:
@@ -150,7 +199,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
         if live is not None:
             live.end()
     accelerator.wait_for_everyone()
-    return TrainResult(config.steps - start, start, last_finite)
+    return TrainResult(config.steps - start, start, last_finite, accelerator.unwrap_model(mapper))
 
 
 def _open_live(report_dir: str | os.PathLike, resume_step: int):

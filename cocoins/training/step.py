@@ -2,18 +2,29 @@
 
 A CoCoIns step needs five denoiser passes per sample. The three that carry pseudo-words (anchor,
 positive, negative) need gradients to reach f and run as ONE UNet call on a 3B batch; the two
-references without pseudo-word (x̂1, x̂2 of Eq. 8) run as one call on a 2B batch under no_grad. The text
-encoders likewise run once with gradients (3B prompts with pseudo-words) and once without (the distinct
-plain prompts of the batch).
+references without pseudo-word (x̂1, x̂2 of Eq. 8) run as one call on a 2B batch under no_grad.
+
+Text encoders run once per distinct prompt. For the references a prompt is its caption, and the batch's
+captions are deduplicated. For the gradient pass a prompt is a (caption, code) pair: anchor (P1, z1),
+positive (P2, z1), negative (P1, z2). Equal captions carry different pseudo-words, so the three rows of a
+sample differ and cannot share an encoder pass; they coincide only when P1 = P2 (`triplet.same_prompt`, or
+a captioner that wrote the same caption twice), and then anchor and positive share one row.
+
+Randomness (codes z1, z2, noises ε1, ε2, timestep t) is drawn per sample from a generator keyed by the
+sample's position in the training stream (`sample_generator`), never per batch: a sample gets the same
+draws whatever the batch it lands in, so 1 process x batch 8, 2 processes x 4, or 2 micro-batches of 4
+with gradient accumulation compute the same step (up to float rounding of batched kernels).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from cocoins.data.tags import parse_tagged
 from cocoins.method.losses import LossConfig, LossTerms, cocoins_loss, ddim_x0
@@ -28,6 +39,33 @@ def subject_count(tagged_prompts: Sequence[str]) -> int:
     if count == 0:
         raise ValueError("no <subjN> tag in the batch's captions; the tag stage should have dropped these")
     return count
+
+
+def sample_generator(seed: int, position: int) -> torch.Generator:
+    """The random source of the training sample at stream position `position` (step k, slot i of the
+    global batch: k * batch_size + i). A hash keeps it apart from the data-order permutations' seeds."""
+    key = hashlib.blake2b(f"cocoins-sample:{seed}:{position}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(key, "little") >> 1)
+
+
+def draw_codes(generator: torch.Generator, subjects: int, total: int, code_dim: int) -> torch.Tensor:
+    """z ~ N(0, I) (Eq. 3) for one sample's `subjects` subjects, zero-padded to `total` rows ([total, c]).
+
+    Only the sample's own subjects are drawn, so its draws do not depend on the other samples in the batch;
+    the padding rows map to pseudo-words that no slot uses (zero gradient).
+    """
+    z = torch.zeros(total, code_dim)
+    z[:subjects] = torch.randn(subjects, code_dim, generator=generator)
+    return z
+
+
+def distinct_rows(keys: Sequence) -> tuple[list[int], list[int]]:
+    """(first occurrence of each distinct key, index of each key's distinct row): run once, gather back."""
+    first: dict = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    order = {key: j for j, key in enumerate(first)}
+    return list(first.values()), [order[key] for key in keys]
 
 
 @dataclass
@@ -66,11 +104,11 @@ class CocoinsStep:
 
     def _references(self, captions1: Sequence[str], captions2: Sequence[str], x1_t, x2_t, t, time_ids):
         """x̂1 = DDIM(ε_θ(x_t*, e1, t)), x̂2 = DDIM(ε_θ(x_t+, e2, t)), without gradients (Eq. 8)."""
-        distinct = sorted(set(captions1) | set(captions2))
-        row = {text: i for i, text in enumerate(distinct)}
+        first, inverse = distinct_rows(list(captions1) + list(captions2))
+        distinct = [(list(captions1) + list(captions2))[i] for i in first]
         with torch.no_grad():
             plain = self.encoder.encode(self.encoder.tokenize(distinct, insert=False), None)
-            index = torch.tensor([row[c] for c in list(captions1) + list(captions2)], device=t.device)
+            index = torch.tensor(inverse, device=t.device)
             embeds, pooled = plain.prompt_embeds[index], plain.pooled_prompt_embeds[index]
             x_t = torch.cat([x1_t, x2_t])
             t2 = torch.cat([t, t])
@@ -79,36 +117,64 @@ class CocoinsStep:
             x_ref = ddim_x0(out, x_t, alpha, self.spec.prediction_type)
         return x_ref.chunk(2)
 
-    def __call__(self, mapper: torch.nn.Module, batch: Batch, step: int, total_steps: int,
-                 generator: torch.Generator) -> LossTerms:
+    def draw(self, batch: Batch, generators: Sequence[torch.Generator]):
+        """Per sample b, from generators[b] on the CPU (so CPU and GPU runs see the same numbers):
+        codes z1, z2 [S, c] (Eq. 5), noises ε1, ε2 (Eq. 6) and a timestep t uniform over the T steps."""
+        if len(generators) != batch.latents.shape[0]:
+            raise ValueError(f"need one generator per sample: got {len(generators)} for "
+                             f"{batch.latents.shape[0]} samples")
+        total = subject_count(batch.captions1 + batch.captions2)
+        z1, z2, eps1, eps2, t = [], [], [], [], []
+        for g, c1, c2 in zip(generators, batch.captions1, batch.captions2):
+            own = subject_count([c1, c2])
+            z1.append(draw_codes(g, own, total, self.code_dim))
+            z2.append(draw_codes(g, own, total, self.code_dim))
+            eps1.append(torch.randn(batch.latents.shape[1:], generator=g))
+            eps2.append(torch.randn(batch.latents.shape[1:], generator=g))
+            t.append(torch.randint(0, len(self.spec.alphas_cumprod), (), generator=g))
         device = batch.latents.device
-        bsz = batch.latents.shape[0]
-        subjects = subject_count(batch.captions1 + batch.captions2)
-        # All randomness is drawn on the CPU generator, so CPU and GPU runs see the same numbers.
-        z1 = sample_codes(generator, bsz, subjects, self.code_dim)
-        z2 = sample_codes(generator, bsz, subjects, self.code_dim)
-        eps1 = torch.randn(batch.latents.shape, generator=generator)
-        eps2 = torch.randn(batch.latents.shape, generator=generator)
-        t = torch.randint(0, len(self.spec.alphas_cumprod), (bsz,), generator=generator)
-        z1, z2, eps1, eps2, t = (v.to(device) for v in (z1, z2, eps1, eps2, t))
+        return tuple(torch.stack(v).to(device) for v in (z1, z2, eps1, eps2, t))
 
+    def _encode_triplets(self, mapper: torch.nn.Module, batch: Batch, z1: torch.Tensor, z2: torch.Tensor):
+        """Eqs. 3-5: w = f(z), then ê*, ê+, ê- through the text encoders, once per distinct (caption, code)."""
+        bsz = z1.shape[0]
         w1, w2 = mapper(torch.cat([z1, z2])).chunk(2)                      # Eq. 3
         anchor, positive, negative = triplet_prompts(batch.captions1, batch.captions2, self.triplet_config)
-        tokens = self.encoder.tokenize(anchor + positive + negative, insert=True)
-        cond = self.encoder.encode(tokens, triplet_pseudo_words(w1, w2))   # Eqs. 4-5
+        prompts = anchor + positive + negative
+        words = triplet_pseudo_words(w1, w2)                               # Eq. 5: [w1; w1; w2]
+        codes = [("z1", b) for b in range(bsz)] * 2 + [("z2", b) for b in range(bsz)]
+        first, inverse = distinct_rows(list(zip(prompts, codes)))
+        if len(first) == len(prompts):  # the usual case: every row distinct
+            cond = self.encoder.encode(self.encoder.tokenize(prompts, insert=True), words)   # Eq. 4
+            return anchor, positive, cond.prompt_embeds, cond.pooled_prompt_embeds
+        tokens = self.encoder.tokenize([prompts[i] for i in first], insert=True)
+        cond = self.encoder.encode(tokens, words[first])                   # Eq. 4
+        index = torch.tensor(inverse, device=cond.prompt_embeds.device)
+        return anchor, positive, cond.prompt_embeds[index], cond.pooled_prompt_embeds[index]
+
+    def __call__(self, mapper: torch.nn.Module, batch: Batch, step: int, total_steps: int,
+                 generators: Sequence[torch.Generator]) -> LossTerms:
+        # record_function labels name the phases in a torch.profiler trace (benchmarks/train_step.py).
+        with record_function("cocoins/draw"):
+            z1, z2, eps1, eps2, t = self.draw(batch, generators)
+        with record_function("cocoins/text_encoders_3B_grad"):
+            anchor, positive, embeds, pooled = self._encode_triplets(mapper, batch, z1, z2)
         alpha = self.spec.alphas_cumprod[t]
         x_star, x_plus, x_minus = triplet_latents(batch.latents, eps1, eps2, alpha, self.triplet_config)  # Eq. 6
         t3, alpha3 = t.repeat(3), alpha.repeat(3)
         x_t = torch.cat([x_star, x_plus, x_minus])
-        out = self._unet(x_t, t3, cond.prompt_embeds, cond.pooled_prompt_embeds, batch.time_ids.repeat(3, 1))
+        with record_function("cocoins/unet_3B_grad"):
+            out = self._unet(x_t, t3, embeds, pooled, batch.time_ids.repeat(3, 1))
         x_anchor, x_positive, x_negative = ddim_x0(out, x_t, alpha3, self.spec.prediction_type).float().chunk(3)
 
         x_ref1 = x_ref2 = None
         if self.loss_config.background:
-            x_ref1, x_ref2 = self._references(anchor, positive, x_star, x_plus, t, batch.time_ids)
+            with record_function("cocoins/references_2B_no_grad"):
+                x_ref1, x_ref2 = self._references(anchor, positive, x_star, x_plus, t, batch.time_ids)
             x_ref1, x_ref2 = x_ref1.float(), x_ref2.float()
-        return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.float(),
-                            step, total_steps, self.loss_config)
+        with record_function("cocoins/loss"):
+            return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.float(),
+                                step, total_steps, self.loss_config)
 
 
 class NoisePredictionStep:
@@ -129,12 +195,13 @@ class NoisePredictionStep:
         return torch.stack(codes)
 
     def __call__(self, mapper: torch.nn.Module, batch: Batch, step: int, total_steps: int,
-                 generator: torch.Generator) -> LossTerms:
+                 generators: Sequence[torch.Generator]) -> LossTerms:
         device = batch.latents.device
         subjects = subject_count(batch.captions1)
         z = self.identity_codes(batch.identities.cpu(), subjects, self.code_dim).to(device)
-        eps = torch.randn(batch.latents.shape, generator=generator).to(device)
-        t = torch.randint(0, len(self.spec.alphas_cumprod), (batch.latents.shape[0],), generator=generator).to(device)
+        eps = torch.stack([torch.randn(batch.latents.shape[1:], generator=g) for g in generators]).to(device)
+        t = torch.stack([torch.randint(0, len(self.spec.alphas_cumprod), (), generator=g)
+                         for g in generators]).to(device)
         alpha = self.spec.alphas_cumprod[t]
         cond = self.encoder.encode(self.encoder.tokenize(batch.captions1, insert=True), mapper(z))
         x_t = add_noise(batch.latents, eps, alpha)
