@@ -5,9 +5,10 @@
 
 The naive reference (below) computes the same loss the textbook way: five separate UNet calls (anchor,
 positive, negative with gradients; x̂1, x̂2 without) and the text encoders run once per pass (five times).
-Each variant runs in its own fresh process so that its peak memory is its own (RSS high-water mark via
-getrusage on CPU, torch.cuda.max_memory_allocated on GPU); both are timed on the same batches and draws,
-and their losses are printed to show they compute the same thing. A torch.profiler table of the project's
+Peak memory: each variant in its own fresh process (RSS high-water mark via getrusage on CPU,
+torch.cuda.max_memory_allocated on GPU). Throughput: both variants in one process, steps alternating, median
+step time (robust to other jobs on a shared machine). Same batches and draws; their losses are printed to
+show they compute the same thing. A torch.profiler table of the project's
 step follows: the phases (record_function labels in cocoins/training/step.py) and the top ops.
 Prints numbers only; nothing is asserted.
 """
@@ -92,8 +93,8 @@ def one_step(step_fn, mapper, optimizer, batch, k: int, total: int) -> float:
     return terms.loss.item()
 
 
-def measure(args) -> dict:
-    """One variant in this process: time `steps` optimisation steps after `warmup`, report peak memory."""
+def measure_memory(args) -> dict:
+    """One variant alone in this (fresh) process: its peak memory over warm-up + timed steps, and its losses."""
     import psutil
 
     pipe, encoder, mapper, spec, batch = build(args)
@@ -102,21 +103,38 @@ def measure(args) -> dict:
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=1e-4, weight_decay=0.2)
     cuda = batch.latents.is_cuda
     rss_before = psutil.Process().memory_info().rss
-    losses = [one_step(step_fn, mapper, optimizer, batch, k, args.warmup + args.steps) for k in range(args.warmup)]
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for k in range(args.warmup, args.warmup + args.steps):
-        losses.append(one_step(step_fn, mapper, optimizer, batch, k, args.warmup + args.steps))
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
+    total = args.warmup + args.steps
+    losses = [one_step(step_fn, mapper, optimizer, batch, k, total) for k in range(total)]
     peak = (torch.cuda.max_memory_allocated() if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"variant": args.variant, "samples_per_s": args.batch_size * args.steps / elapsed,
-            "step_s": elapsed / args.steps, "peak_mb": peak / 2**20, "rss_before_steps_mb": rss_before / 2**20,
+    return {"variant": args.variant, "peak_mb": peak / 2**20, "rss_before_steps_mb": rss_before / 2**20,
             "memory": "cuda max_memory_allocated" if cuda else "process peak RSS", "losses": losses}
+
+
+def measure_speed(args) -> dict[str, float]:
+    """Median seconds per step of each variant, timed alternately in one process so that a change in
+    machine load (other jobs on a shared CPU) hits both the same way."""
+    pipe, encoder, mapper, spec, batch = build(args)
+    runs = {}
+    for name, cls in (("project", CocoinsStep), ("naive", NaiveStep)):
+        torch.manual_seed(0)
+        own = Mapper(mapper.config).to(batch.latents.device)
+        runs[name] = (cls(pipe.unet, encoder, spec, 256, LossConfig(), TripletConfig()), own,
+                      torch.optim.AdamW(own.parameters(), lr=1e-4, weight_decay=0.2), [])
+    total = args.warmup + args.steps
+    for k in range(total):
+        for name, (step_fn, own, optimizer, times) in runs.items():
+            if batch.latents.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            one_step(step_fn, own, optimizer, batch, k, total)
+            if batch.latents.is_cuda:
+                torch.cuda.synchronize()
+            if k >= args.warmup:
+                times.append(time.perf_counter() - start)
+    return {name: sorted(r[3])[len(r[3]) // 2] for name, r in runs.items()}
 
 
 def profile(args) -> None:
@@ -160,28 +178,30 @@ def main() -> None:
     parser.add_argument("--variant", choices=["project", "naive"], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(measure(args)))
+        print(json.dumps(measure_memory(args)))
         return
 
     print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
           f"batch {args.batch_size}, latents {args.latent_size}x{args.latent_size}, "
           f"{args.steps} timed steps after {args.warmup} warm-up")
-    results = {}
+    memory = {}
     for variant in ("project", "naive"):
         cmd = [sys.executable, __file__, "--variant", variant] + sys.argv[1:]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if proc.returncode:
             sys.exit(f"{variant} run failed:\n{proc.stderr[-3000:]}")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+        memory[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    speed = measure_speed(args)
     print(f"\n{'variant':10s} {'samples/s':>10s} {'s/step':>8s} {'peak MB':>9s} {'MB before':>10s}  memory")
-    for r in results.values():
-        print(f"{r['variant']:10s} {r['samples_per_s']:10.2f} {r['step_s']:8.3f} {r['peak_mb']:9.0f} "
-              f"{r['rss_before_steps_mb']:10.0f}  {r['memory']}")
-    p, n = results["project"], results["naive"]
-    print(f"\nproject / naive: throughput x{p['samples_per_s'] / n['samples_per_s']:.2f}, "
-          f"peak memory x{p['peak_mb'] / n['peak_mb']:.2f}")
+    for name, m in memory.items():
+        print(f"{name:10s} {args.batch_size / speed[name]:10.2f} {speed[name]:8.3f} {m['peak_mb']:9.0f} "
+              f"{m['rss_before_steps_mb']:10.0f}  {m['memory']}")
+    p, n = memory["project"], memory["naive"]
+    print(f"\nproject / naive: throughput x{speed['naive'] / speed['project']:.2f} (median step times, "
+          f"interleaved), peak memory x{p['peak_mb'] / n['peak_mb']:.2f} (own processes)")
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(p["losses"], n["losses"]))
-    print(f"same computation: largest relative loss difference over {len(p['losses'])} steps = {diff:.1e}")
+    print(f"same computation: largest relative loss difference over {len(p['losses'])} steps = {diff:.1e} "
+          "(float32 rounding of batched vs single kernels)")
     profile(args)
 
 
