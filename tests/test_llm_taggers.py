@@ -204,3 +204,19 @@ def test_transformers_tagger_with_a_tiny_chat_model(tmp_path):
     t.answer_batch = lambda convs: [json.dumps(good)] * len(convs)
     (ok,) = t.tag_batch([(C1, C2)])
     assert (ok.backend, ok.attempts, ok.llm_error, ok.tagged2) == ("transformers", 1, "", good["caption2"])
+
+
+def test_tag_stage_with_a_tiny_local_chat_model(tmp_path, monkeypatch, capsys):
+    """tag.backend: transformers through the stage: garbage answers fall back to the rules, with the reason."""
+    from cocoins.backends.tiny import build_tiny_chat_llm
+    from test_data_stages import run
+
+    model_dir = build_tiny_chat_llm(tmp_path / "llm")
+    stage_setup(tmp_path, monkeypatch, {"backend": "transformers", "model": str(model_dir), "max_new_tokens": 4,
+                                        "batch_size": 2, "device": "cpu", "retries": 1})
+    run("tag")
+    t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
+    assert (t["backend"] == "rules").all() and (t["attempts"] == 1).all()
+    assert t["llm_error"].str.startswith("transformers tagging failed after 1 attempt(s): ").all()
+    assert t["kept"].tolist() == [True, False, True, True, True]
+    assert "tags by: {'rules': 5}" in capsys.readouterr().out
