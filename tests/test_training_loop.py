@@ -15,6 +15,7 @@ from cocoins.data.shards import ShardReader
 from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import MapperConfig
 from cocoins.method.triplets import TripletConfig
+from cocoins.runtime import UserError
 from cocoins.sdxl.tiny import build_tiny_sdxl
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.training import loop as loop_module
@@ -125,16 +126,16 @@ def test_gradient_accumulation_equals_one_big_batch_and_resumes_across_layouts(t
 
 def test_batch_must_divide_into_processes_and_micro_batches(tmp_path, shards):
     bad = dataclasses.replace(CONFIG, batch_size=3, gradient_accumulation_steps=2)
-    with pytest.raises(ValueError, match="train.batch_size 3 must divide into 1 process"):
+    with pytest.raises(UserError, match="train.batch_size 3 must divide into 1 process"):
         run(tmp_path, shards, "bad", config=bad)
 
 
 def test_fp16_on_cpu_is_refused_with_the_fix():
     cpu = SimpleNamespace(device=torch.device("cpu"), mixed_precision="fp16")
-    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU.*use bf16 or fp32"):
+    with pytest.raises(UserError, match="fp16 needs a CUDA GPU.*use bf16 or fp32"):
         check_precision(dataclasses.replace(CONFIG, mixed_precision="fp16"), cpu)
     mismatch = SimpleNamespace(device=torch.device("cpu"), mixed_precision="no")
-    with pytest.raises(ValueError, match="Accelerator\\(mixed_precision='bf16'\\)"):
+    with pytest.raises(UserError, match="Accelerator\\(mixed_precision='bf16'\\)"):
         check_precision(dataclasses.replace(CONFIG, mixed_precision="bf16"), mismatch)
 
 

@@ -35,6 +35,7 @@ from cocoins.data.shards import ShardReader, step_positions
 from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import Mapper, MapperConfig
 from cocoins.method.triplets import TripletConfig
+from cocoins.runtime import UserError
 from cocoins.training.checkpoint import (clear_checkpoints, latest_checkpoint, load_checkpoint,
                                          restore_curves, restore_scaler, save_checkpoint)
 from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, NoisePredictionStep, sample_generator
@@ -83,24 +84,24 @@ def freeze(pipe) -> None:
 
 
 def check_precision(config: TrainConfig, accelerator: Accelerator) -> None:
-    """The accelerator must autocast as `train.mixed_precision` says; fp16 needs CUDA."""
+    """The accelerator must autocast as `train.mixed_precision` says; fp16 needs CUDA (UserError)."""
     expected = "no" if config.mixed_precision == "fp32" else config.mixed_precision
     if config.mixed_precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"train.mixed_precision {config.mixed_precision!r}: use fp32, bf16 or fp16")
+        raise UserError(f"train.mixed_precision {config.mixed_precision!r}: use fp32, bf16 or fp16")
     if config.mixed_precision == "fp16" and accelerator.device.type != "cuda":
-        raise ValueError("train.mixed_precision fp16 needs a CUDA GPU: accelerate does not autocast fp16 on "
-                         f"{accelerator.device.type} (it would silently train in fp32); use bf16 or fp32 here")
+        raise UserError("train.mixed_precision fp16 needs a CUDA GPU: accelerate does not autocast fp16 on "
+                        f"{accelerator.device.type} (it would silently train in fp32); use bf16 or fp32 here")
     if accelerator.mixed_precision != expected:
-        raise ValueError(f"the Accelerator runs mixed_precision={accelerator.mixed_precision!r} but "
-                         f"train.mixed_precision is {config.mixed_precision!r}; build it with "
-                         f"Accelerator(mixed_precision={expected!r}) and do not override it at launch")
+        raise UserError(f"the Accelerator runs mixed_precision={accelerator.mixed_precision!r} but "
+                        f"train.mixed_precision is {config.mixed_precision!r}; build it with "
+                        f"Accelerator(mixed_precision={expected!r}) and do not override it at launch")
 
 
 def micro_batch_size(config: TrainConfig, world: int) -> int:
     parts = world * config.gradient_accumulation_steps
     if config.gradient_accumulation_steps < 1 or config.batch_size % parts:
-        raise ValueError(f"train.batch_size {config.batch_size} must divide into {world} process(es) x "
-                         f"train.gradient_accumulation_steps {config.gradient_accumulation_steps}; change either")
+        raise UserError(f"train.batch_size {config.batch_size} must divide into {world} process(es) x "
+                        f"train.gradient_accumulation_steps {config.gradient_accumulation_steps}; change either")
     return config.batch_size // parts
 
 
