@@ -220,3 +220,38 @@ def test_tag_stage_with_a_tiny_local_chat_model(tmp_path, monkeypatch, capsys):
     assert t["llm_error"].str.startswith("transformers tagging failed after 1 attempt(s): ").all()
     assert t["kept"].tolist() == [True, False, True, True, True]
     assert "tags by: {'rules': 5}" in capsys.readouterr().out
+
+
+def test_ollama_requests_run_in_parallel_and_keep_their_order():
+    """tag.batch_size requests in flight at once (a threaded server here, OLLAMA_NUM_PARALLEL in real life)."""
+    import threading
+    import time
+
+    from pytest_httpserver import HTTPServer
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def handler(request):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        caption = json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])["caption1"]
+        tagged = caption.replace("man", "<subj1>man</subj1>")
+        body = {"model": "m", "created_at": "2026-11-02T10:15:07Z", "done": True,
+                "message": {"role": "assistant", "content": json.dumps({"caption1": tagged, "caption2": tagged})}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/api/chat").respond_with_handler(handler)
+    server.start()
+    try:
+        t = ollama_tagger(server.url_for("/").rstrip("/"), "m", retries=1, fallback="none", parallel=4)
+        pairs = [(f"a man number {k}", f"a man number {k}") for k in range(4)]
+        results = t.tag_batch(pairs)
+    finally:
+        server.stop()
+    assert peak[0] == 4
+    assert [r.tagged1 for r in results] == [f"a <subj1>man</subj1> number {k}" for k in range(4)]

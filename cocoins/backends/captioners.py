@@ -146,5 +146,6 @@ def make_captioner(p, device=None) -> Captioner:
     if p.backend == "llava":
         return vlm_captioners.LlavaCaptioner(p.model, p.prompts, device, p.dtype, p.max_new_tokens, p.batch_size)
     if p.backend == "ollama":
-        return vlm_captioners.OllamaCaptioner(p.model, p.prompts, p.host, p.timeout, p.retries, p.retry_wait)
+        return vlm_captioners.OllamaCaptioner(p.model, p.prompts, p.host, p.timeout, p.retries, p.retry_wait,
+                                              parallel=p.batch_size)
     raise UserError(f"unknown caption.backend {p.backend!r}; use attributes, llava or ollama")

@@ -84,6 +84,16 @@ class OllamaChat:
         return ChatFailure(reason, self.retries)
 
 
+def in_parallel(fn, items: list, workers: int) -> list:
+    """fn over items with up to `workers` threads (HTTP requests to one server), results in input order."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
 def image_message(prompt: str, jpeg: bytes) -> dict:
     """A user message carrying one image for a vision model (ollama sends images base64-encoded)."""
     return {"role": "user", "content": prompt, "images": [base64.b64encode(jpeg).decode("ascii")]}

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
-from cocoins.backends.chat import ChatFailure, OllamaChat, generate_chat, load_causal_lm
+from cocoins.backends.chat import ChatFailure, OllamaChat, generate_chat, in_parallel, load_causal_lm
 from cocoins.backends.taggers import RuleTagger, TagResult, validate_pair
 
 APPENDIX_D = """These are two captions of an image. Tag the words related to the subjects of the captions. \
@@ -139,10 +139,13 @@ class LLMTagger:
 
 
 def ollama_tagger(host: str, model: str, retries: int, fallback: str, timeout: float = 60.0,
-                  retry_wait: float = 1.0) -> LLMTagger:
-    """Appendix D through an ollama server: JSON-schema structured output, temperature 0."""
+                  retry_wait: float = 1.0, parallel: int = 1) -> LLMTagger:
+    """Appendix D through an ollama server: JSON-schema structured output, temperature 0.
+
+    `parallel` requests are in flight at once (the server answers that many with OLLAMA_NUM_PARALLEL).
+    """
     chat = OllamaChat(host=host, model=model, timeout=timeout, retries=retries, retry_wait=retry_wait)
-    return LLMTagger("ollama", model, lambda convs: [chat.chat(c, schema=SCHEMA) for c in convs],
+    return LLMTagger("ollama", model, lambda convs: in_parallel(lambda c: chat.chat(c, schema=SCHEMA), convs, parallel),
                      retries=retries, fallback=fallback)
 
 

@@ -154,7 +154,8 @@ def make_tagger(p, device=None) -> Tagger:
     from cocoins.backends import llm_taggers  # imported late: the offline default needs no LLM client
 
     if p.backend == "ollama":
-        return llm_taggers.ollama_tagger(p.host, p.model, p.retries, p.fallback, p.timeout, p.retry_wait)
+        return llm_taggers.ollama_tagger(p.host, p.model, p.retries, p.fallback, p.timeout, p.retry_wait,
+                                         parallel=p.batch_size)
     if p.backend == "transformers":
         return llm_taggers.transformers_tagger(p.model, device, p.dtype, p.retries, p.fallback, p.max_new_tokens)
     raise UserError(f"unknown tag.backend {p.backend!r}; use rules, ollama or transformers")

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from cocoins.backends.chat import ChatFailure, OllamaChat, image_message, load_pretrained
+from cocoins.backends.chat import ChatFailure, OllamaChat, image_message, in_parallel, load_pretrained
 from cocoins.runtime import UserError
 
 
@@ -111,26 +111,28 @@ class OllamaCaptioner:
     timeout: float = 120.0
     retries: int = 3
     retry_wait: float = 1.0
+    parallel: int = 1
     backend: str = "ollama"
 
     def __post_init__(self):
         self._chat = OllamaChat(self.host, self.model, self.timeout, self.retries, self.retry_wait)
 
+    def _caption_one(self, image) -> tuple[str, str, str]:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=95)
+        answers = [self._chat.chat([image_message(p, buf.getvalue())]) for p in check_prompts(self.prompts)]
+        failure = next((a for a in answers if isinstance(a, ChatFailure)), None)
+        if failure is not None:
+            return "", "", f"captioning failed after {failure.attempts} attempt(s): {failure.reason}"
+        c1, c2 = (clean(a) for a in answers)
+        return c1, c2, "" if c1 and c2 else "empty caption from the model"
+
     def caption_batch(self, rows: pd.DataFrame) -> list[tuple[str, str, str]]:
-        prompts = check_prompts(self.prompts)
+        """Up to `parallel` images in flight at once (OLLAMA_NUM_PARALLEL on the server side)."""
+        check_prompts(self.prompts)
         images, reasons = _open_all(rows)
-        out = []
-        for image, reason in zip(images, reasons):
-            if reason:
-                out.append(("", "", reason))
-                continue
-            buf = io.BytesIO()
-            image.save(buf, format="JPEG", quality=95)
-            answers = [self._chat.chat([image_message(p, buf.getvalue())]) for p in prompts]
-            failure = next((a for a in answers if isinstance(a, ChatFailure)), None)
-            if failure is not None:
-                out.append(("", "", f"captioning failed after {failure.attempts} attempt(s): {failure.reason}"))
-                continue
-            c1, c2 = (clean(a) for a in answers)
-            out.append((c1, c2, "" if c1 and c2 else "empty caption from the model"))
+        todo = [k for k, r in enumerate(reasons) if not r]
+        out = [("", "", r) for r in reasons]
+        for k, result in zip(todo, in_parallel(self._caption_one, [images[k] for k in todo], self.parallel)):
+            out[k] = result
         return out
