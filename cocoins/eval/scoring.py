@@ -1,0 +1,210 @@
+"""Score any table of images with the paper's metrics: this pipeline's renders and other methods' folders alike.
+
+A table has one row per image with the manifest columns `path, method, identity, prompt, subject, set` (and
+optionally `setting`). One pass over the images computes every available per-image quantity (face embedding,
+CLIP score, DreamSim embedding, FID features); then each group is scored from those:
+- per (set, method): face Sim / Div / detection rate, CLIP, DreamSim Sim, FID against `fid_reference`'s images
+  of the same set, latent Sim / Div when latents are given;
+- per (set, method, subject) and per (set, method, setting): the same without FID.
+A metric whose model is absent is None with its reason in `Scores.unavailable`; a metric that cannot be formed
+from the data (e.g. fewer than two faces found) is None with its reason in `Scores.reasons`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from cocoins.eval.metrics.base import require
+from cocoins.eval.metrics.clip import ClipScorer
+from cocoins.eval.metrics.dreamsim import DreamSimEmbedder
+from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_embedder
+from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
+from cocoins.eval.metrics.latent import latent_metrics
+from cocoins.eval.metrics.simdiv import sim_div
+
+MANIFEST_COLUMNS = ("path", "method", "identity", "prompt", "subject", "set")
+METRICS = ("face_sim", "face_div", "face_detection_rate", "clip", "dreamsim", "fid", "latent_sim", "latent_div")
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    """Which metric models to use; every path is local (nothing is downloaded)."""
+    face_backend: str = "dlib"                              # dlib | arcface | none
+    arcface_dir: Optional[str] = None
+    clip_model: Optional[str] = "openai/clip-vit-large-patch14"
+    dreamsim_cache: Optional[str] = None
+    dreamsim_type: str = "ensemble"
+    fid_weights: Optional[str] = None
+    fid_reference: str = "base"                             # the method whose images are FID's reference
+    strict: bool = False
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+@dataclass
+class Backends:
+    faces: Optional[FaceEmbedder] = None
+    clip: Optional[ClipScorer] = None
+    dreamsim: Optional[DreamSimEmbedder] = None
+    fid_feature: Optional[torch.nn.Module] = None
+    fid_size: int = 299
+    unavailable: dict[str, str] = field(default_factory=dict)   # metric family -> why it is null
+
+    @classmethod
+    def load(cls, config: MetricConfig) -> "Backends":
+        """Build each available backend; record why the others are not (or raise, if strict)."""
+        b = cls()
+        faces = make_face_embedder(config.face_backend, config.arcface_dir)
+        status = faces.available() if faces else (False, "eval.face_backend: none")
+        if require("face", status, config.strict and faces is not None):
+            b.faces = faces
+        else:
+            b.unavailable["face"] = status[1]
+        status = ClipScorer.available(config.clip_model)
+        if require("clip", status, config.strict):
+            b.clip = ClipScorer.load(config.clip_model, config.device, config.batch_size)
+        else:
+            b.unavailable["clip"] = status[1]
+        ds = DreamSimEmbedder(config.dreamsim_cache, config.dreamsim_type, config.device, config.batch_size)
+        status = ds.available()
+        if require("dreamsim", status, config.strict):
+            b.dreamsim = ds
+        else:
+            b.unavailable["dreamsim"] = status[1]
+        status = inception_available(config.fid_weights)
+        if require("fid", status, config.strict):
+            b.fid_feature = load_inception(config.fid_weights).to(config.device)
+        else:
+            b.unavailable["fid"] = status[1]
+        return b
+
+
+@dataclass
+class PerImage:
+    """Per-image quantities, aligned with the table's rows; None where the backend is unavailable."""
+    faces: Optional[list] = None                 # unit face embedding or None (no face found)
+    clip: Optional[np.ndarray] = None            # [N] CLIP score
+    dreamsim: Optional[torch.Tensor] = None      # [N, d]
+    fid: Optional[torch.Tensor] = None           # [N, d]
+
+
+def check_manifest(table: pd.DataFrame, source: str = "the manifest") -> pd.DataFrame:
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{source} lacks column(s) {', '.join(missing)}; it needs {', '.join(MANIFEST_COLUMNS)}")
+    table = table.reset_index(drop=True).copy()
+    if "setting" not in table.columns:
+        table["setting"] = ""
+    for col in (*MANIFEST_COLUMNS, "setting"):
+        table[col] = table[col].fillna("").astype(str)
+    return table
+
+
+def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backends: Backends,
+            batch_size: int = 16, desc: str = "scoring") -> PerImage:
+    """One pass over the images (in batches, each loaded once) computing every available quantity."""
+    per = PerImage(faces=[] if backends.faces else None)
+    clip, ds, fid = [], [], []
+    for start in tqdm(range(0, len(table), batch_size), desc=desc, unit="batch"):
+        rows = range(start, min(start + batch_size, len(table)))
+        images = [load_image(i) for i in rows]
+        if backends.faces:
+            per.faces.extend(backends.faces.embed(images))
+        if backends.clip:
+            clip.append(backends.clip.scores(images, [table.at[i, "prompt"] for i in rows]))
+        if backends.dreamsim:
+            ds.append(backends.dreamsim.embed(images))
+        if backends.fid_feature is not None:
+            fid.append(fid_features(backends.fid_feature, images, backends.fid_size, batch_size))
+    per.clip = torch.cat(clip).numpy() if clip else None
+    per.dreamsim = torch.cat(ds) if ds else None
+    per.fid = torch.cat(fid) if fid else None
+    return per
+
+
+def _mean(values) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends: Backends,
+                  latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None) -> tuple[dict, dict]:
+    """Metrics of the rows selected by the boolean mask `rows`, and {metric: reason} for data-caused nulls.
+    `reference` (a boolean mask) selects the images FID compares against; None skips FID."""
+    idx = np.flatnonzero(rows)
+    identities = table["identity"].to_numpy()[idx].tolist()
+    out: dict = {m: None for m in METRICS}
+    reasons: dict = {}
+    out["images"] = int(len(idx))
+    if per.faces is not None:
+        face, why = face_metrics([per.faces[i] for i in idx], identities)
+        out.update(face)
+        if why:
+            reasons.update({k: why for k in ("face_sim", "face_div") if face[k] is None})
+    if per.clip is not None and len(idx):
+        out["clip"] = float(per.clip[idx].mean())
+    if per.dreamsim is not None:
+        result = sim_div(per.dreamsim[idx], identities)
+        out["dreamsim"] = result.sim
+        if result.sim is None:
+            reasons["dreamsim"] = result.reason
+    if per.fid is not None and reference is not None:
+        ref = np.flatnonzero(reference)
+        if len(ref) >= 2 and len(idx) >= 2:
+            out["fid"] = fid_from_features(per.fid[ref], per.fid[idx])
+            out["fid_images"] = int(min(len(ref), len(idx)))
+        else:
+            reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
+    if latents is not None:
+        lat, why = latent_metrics(latents[torch.from_numpy(idx)], identities)
+        out.update(lat)
+        if why:
+            reasons.update({k: why for k in lat if lat[k] is None})
+    return out, reasons
+
+
+@dataclass
+class Scores:
+    sets: dict          # set -> method -> metrics
+    overall: dict       # method -> mean over sets of each metric
+    subjects: list      # rows: set, subject, method, label, metrics
+    settings: list      # rows: set, setting, method, label, metrics (sets with settings only)
+    reasons: dict       # "set.method.metric" -> why it is null (data)
+    unavailable: dict   # metric family -> why it is null (model absent)
+
+
+def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_reference: str = "base",
+                latents: Optional[torch.Tensor] = None) -> Scores:
+    """Score every (set, method) group, and every subject and setting within it."""
+    sets, subjects, settings, reasons = {}, [], [], {}
+    for set_name in table["set"].unique():
+        in_set = (table["set"] == set_name).to_numpy()
+        reference = in_set & (table["method"] == fid_reference).to_numpy()
+        sets[set_name] = {}
+        for method in table.loc[in_set, "method"].unique():
+            rows = in_set & (table["method"] == method).to_numpy()
+            ref = reference if reference.any() and method != fid_reference else None
+            metrics, why = group_metrics(table, per, rows, backends, latents, ref)
+            if ref is None and per.fid is not None:
+                why["fid"] = (f"{method} is the FID reference" if method == fid_reference else
+                              f"no images of the reference method {fid_reference!r} in set {set_name!r}")
+            sets[set_name][method] = metrics
+            reasons.update({f"{set_name}.{method}.{k}": v for k, v in why.items()})
+            for column, out in (("subject", subjects), ("setting", settings)):
+                for value in table.loc[rows, column].unique():
+                    if not value:
+                        continue
+                    part, _ = group_metrics(table, per, rows & (table[column] == value).to_numpy(), backends, latents)
+                    part.pop("fid")
+                    out.append({"set": set_name, column: value, "method": method, "label": f"{value} / {method}",
+                                **part})
+    methods = list(dict.fromkeys(m for s in sets.values() for m in s))
+    overall = {m: {k: _mean(s[m].get(k) for s in sets.values() if m in s) for k in METRICS} for m in methods}
+    return Scores(sets, overall, subjects, settings, reasons, dict(backends.unavailable))
