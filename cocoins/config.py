@@ -165,6 +165,16 @@ class EvalParams:
     resolution: int = 32
     batch_size: int = 8
     seed: int = 1234
+    cpu_threads: int = 1                      # torch threads when rendering on CPU (fixed: same bits anywhere)
+    face_backend: Literal["dlib", "arcface", "none"] = "dlib"
+    arcface_dir: Optional[str] = None         # local insightface model folder (*.onnx), for face_backend: arcface
+    clip_model: Optional[str] = "openai/clip-vit-large-patch14"  # hub id in the local HF cache, or a local dir
+    dreamsim_cache: Optional[str] = None      # folder with the DreamSim checkpoints (nothing is downloaded)
+    dreamsim_type: Literal["ensemble", "dino_vitb16", "dinov2_vitb14", "open_clip_vitb32", "clip_vitb32"] = "ensemble"
+    fid_weights: Optional[str] = None         # torch-fidelity's FID Inception weights (.pth or .safetensors)
+    strict: bool = False                      # true: an absent metric model is an error instead of null
+    interpolation_steps: int = 6              # Fig. 8: images along the slerp between two codes
+    neighbor_codes: int = 12                  # Fig. 9: codes ranked by pseudo-word cosine (paper: 100)
 
 
 @dataclass(frozen=True)
@@ -194,7 +204,7 @@ _POSITIVE = {
     "train.gradient_accumulation_steps",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
-    "eval.batch_size",
+    "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
 }
 _NON_NEGATIVE = {"data.two_person_images", "caption.retry_wait", "tag.retry_wait", "mask.box_threshold",
                  "mask.text_threshold", "mask.face_threshold", "train.warmup_steps", "train.weight_decay", "loss.gamma",

@@ -1,7 +1,8 @@
-"""evaluate: render every identity's code on the prompt sets, score consistency, draw grids.
+"""evaluate: render every identity's code on the prompt sets, save the images, score them, draw grids.
 
 Also renders the same jobs without a pseudo-word (the base model drawing "a man" anew every time): the
-baseline that the method's Sim must beat.
+baseline the method's Sim must beat and the reference of FID. Images land in reports/eval/images/ with JSON
+sidecars; reports/eval/samples.parquet is their manifest (the same format `cocoins.eval.score_folder` takes).
 """
 
 from pathlib import Path
@@ -9,10 +10,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from cocoins.config import load_params
-from cocoins.eval.consistency import center_ellipse_mask, sim_div, subject_vectors
+from cocoins.config import EvalParams, load_params
+from cocoins.eval.figures import draw_latent_space_figures
 from cocoins.eval.grids import image_grid
 from cocoins.eval.protocol import make_jobs, render
+from cocoins.eval.renders import dir_sha256, mapper_record, write_images
+from cocoins.eval.report import dvc_metrics, plot_tables
+from cocoins.eval.scoring import Backends, MetricConfig, extract, score_table
 from cocoins.io import atomic_dir, read_parquet, write_json, write_parquet
 from cocoins.method.mapper import Mapper
 from cocoins.runtime import print_summary, run_stage, seed_everything
@@ -20,57 +24,74 @@ from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
 
 OUT = Path("reports/eval")
+BASE, MAPPER = "models/base", "models/mapper"
+PRIMARY, REFERENCE = "cocoins", "base"
 
 
-def score(rendered, rows: pd.Series) -> dict:
-    latents = rendered.latents[torch.from_numpy(rows.to_numpy(dtype=bool).copy())]
-    mask = center_ellipse_mask(*latents.shape[-2:])
-    result = sim_div(subject_vectors(latents, mask), rendered.jobs.loc[rows, "identity_id"].tolist())
-    return {"latent_sim": round(result.sim, 6), "latent_div": round(result.div, 6)}
+def metric_config(e: EvalParams, device: str) -> MetricConfig:
+    return MetricConfig(face_backend=e.face_backend, arcface_dir=e.arcface_dir, clip_model=e.clip_model,
+                        dreamsim_cache=e.dreamsim_cache, dreamsim_type=e.dreamsim_type, fid_weights=e.fid_weights,
+                        fid_reference=REFERENCE, strict=e.strict, batch_size=e.batch_size, device=device)
 
 
 def main() -> None:
     params = load_params()
     e = params.eval
     seed_everything(e.seed)
-    pipe = load_pipeline("models/base", device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        # Tiny models on a shared 2-core CPU ran ~30x faster on one thread (no OpenMP spinning), and a fixed
+        # thread count keeps every rendered bit the same on any machine.
+        torch.set_num_threads(e.cpu_threads)
+    pipe = load_pipeline(BASE, device=device)
+    pipe.set_progress_bar_config(disable=True)
     encoder = PromptEncoder.from_pipeline(pipe)
-    mapper = Mapper.load("models/mapper", device=pipe.unet.device).eval()
+    mapper = Mapper.load(MAPPER, device=pipe.unet.device).eval()
     identities = read_parquet("data/eval/identities.parquet", "prompts")
     sets = {name: read_parquet(f"data/eval/{name}.parquet", "prompts") for name in ("portraits", "scenes")}
+    base_sha256, mapper_rec = dir_sha256(BASE), mapper_record(MAPPER)
 
-    metrics, per_subject, grids = {}, [], {}
-    all_jobs = []
-    for name, prompts in sets.items():
-        jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed)
-        method = render(pipe, encoder, mapper, jobs, e.steps, e.guidance, e.resolution, e.batch_size, f"{name}")
-        base = render(pipe, encoder, None, jobs, e.steps, e.guidance, e.resolution, e.batch_size, f"{name} (base)")
-        everything = pd.Series(True, index=jobs.index)
-        m, b = score(method, everything), score(base, everything)
-        metrics[name] = {**m, **{f"base_{k}": v for k, v in b.items()},
-                         "consistency_gap": round(m["latent_sim"] - b["latent_sim"], 6), "images": len(jobs)}
-        for subject in prompts.subject.unique():
-            rows = jobs.subject == subject
-            ms, bs = score(method, rows), score(base, rows)
-            per_subject.append({"set": name, "subject": subject, **ms,
-                                "base_latent_sim": bs["latent_sim"],
-                                "consistency_gap": round(ms["latent_sim"] - bs["latent_sim"], 6)})
-            # Grid: rows = identities of this subject; columns = its prompts x seeds.
-            sub = jobs[rows]
-            grids[f"{name}_{subject}"] = [[method.images[i] for i in sub.index[sub.identity_id == ident]]
-                                          for ident in sub.identity_id.unique()]
-        all_jobs.append(jobs.assign(set=name))
-    metrics["overall"] = {k: round(sum(metrics[s][k] for s in sets) / len(sets), 6)
-                          for k in ("latent_sim", "latent_div", "base_latent_sim", "consistency_gap")}
+    rows, images, latents, grids = [], [], [], {}
+    with atomic_dir(OUT / "images") as tmp:
+        for name, prompts in sets.items():
+            jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed)
+            for method, m in ((PRIMARY, mapper), (REFERENCE, None)):
+                out = render(pipe, encoder, m, jobs, e.steps, e.guidance, e.resolution, e.batch_size,
+                             f"{name} ({method})")
+                rows += write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance, e.resolution,
+                                     BASE, base_sha256, mapper_rec if m is not None else None, f"{OUT}/images",
+                                     device)
+                images += out.images
+                latents.append(out.latents)
+                # Grid: rows = identities of a subject; columns = its prompts x seeds (Figs. 3-4).
+                for subject in out.jobs.subject.unique():
+                    sub = out.jobs[out.jobs.subject == subject]
+                    grids[f"{name}_{subject}_{method}"] = [[out.images[i] for i in sub.index[sub.identity_id == ident]]
+                                                           for ident in sub.identity_id.unique()]
+    table = pd.DataFrame(rows)
+
+    backends = Backends.load(metric_config(e, device))
+    per = extract(table, lambda i: images[i], backends, e.batch_size)
+    scores = score_table(table, per, backends, REFERENCE, torch.cat(latents))
+    metrics = dvc_metrics(scores, PRIMARY, REFERENCE)
 
     write_json(metrics, OUT / "metrics.json")
-    write_json(per_subject, OUT / "plots" / "per_subject.json")
-    write_parquet(pd.concat(all_jobs, ignore_index=True), OUT / "samples.parquet")
+    with atomic_dir(OUT / "plots") as tmp:
+        for key, plot_rows in plot_tables(scores).items():
+            write_json(plot_rows, tmp / f"{key}.json")
+    if per.faces is not None:
+        table["face_found"] = [v is not None for v in per.faces]
+    if per.clip is not None:
+        table["clip"] = per.clip
+    write_parquet(table, OUT / "samples.parquet")
     with atomic_dir(OUT / "grids") as tmp:
-        for key, rows in grids.items():
-            image_grid(rows).save(tmp / f"{key}.png", optimize=False)
-    print_summary("evaluate", sum(m["images"] for k, m in metrics.items() if k != "overall"), {},
-                  {name: metrics[name] for name in metrics})
+        for key, grid_rows in grids.items():
+            image_grid(grid_rows).save(tmp / f"{key}.png", optimize=False)
+        figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
+    shown = {k: {m: v for m, v in s.items() if m in ("latent_sim", "base_latent_sim", "face_sim", "face_div",
+                                                     "face_detection_rate", "clip", "fid", "consistency_gap")}
+             for k, s in metrics.items()}
+    print_summary("evaluate", len(table), {}, {**shown, "figures": figures, "null metrics": scores.unavailable})
 
 
 if __name__ == "__main__":

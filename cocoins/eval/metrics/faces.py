@@ -19,7 +19,6 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from cocoins.eval.metrics.base import OK, Availability, package_missing, rgb_uint8
 from cocoins.eval.metrics.simdiv import sim_div
@@ -148,10 +147,6 @@ def make_face_embedder(backend: str, arcface_dir: Optional[str] = None) -> Optio
     if backend == "none":
         return None
     raise ValueError(f"unknown face backend {backend!r}; use dlib, arcface or none")
-
-
-def embed_faces(embedder: FaceEmbedder, images: Sequence[Image.Image], desc: str = "faces") -> list:
-    return [v for img in tqdm(images, desc=desc, unit="img", leave=False) for v in embedder.embed([img])]
 
 
 def face_metrics(embeddings: Sequence[Optional[np.ndarray]], identities: Sequence[str]) -> tuple[dict, str]:
