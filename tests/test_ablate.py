@@ -1,0 +1,102 @@
+"""Ablation tables: row definitions against the schema and the README, exp-show parsing, rendering, and the
+whole `python -m cocoins.eval.ablate` on a small copy of the project (slow)."""
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cocoins.eval.ablate import experiments, render, row_problem
+from cocoins.eval.ablations import COLUMNS, TABLES, experiment_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_row_passes_the_params_schema_unless_its_parameter_does_not_exist():
+    for table in TABLES.values():
+        assert len({experiment_name(table, r) for r in table.rows}) == len(table.rows)
+        for row in table.rows:
+            problem = row_problem(row, ROOT / "params.yaml")
+            if row.settings == ("loss.distance=dreamsim",):
+                assert "loss.distance = 'dreamsim' is not allowed" in problem
+            else:
+                assert problem == "", f"{table.name} {row.label}: {problem}"
+            assert re.fullmatch(r"[a-z0-9-]+", experiment_name(table, row))
+
+
+def test_rows_agree_with_the_readme_mapping():
+    lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("| Table ")]
+    assert len(lines) >= 10
+    for line in lines:
+        number = re.match(r"\| Table (\d+)", line).group(1)
+        rows = TABLES[f"table{number}"].rows
+        settings = re.findall(r"`([^`]+)`", line)
+        if not settings:                                    # "defaults": the row marked (ours)
+            assert any("(ours)" in r.label for r in rows)
+            continue
+        key = settings[0].split()[0].split("=")[0]
+        groups = [settings[0].split()] + [[f"{key}={v}"] for v in settings[1:]]   # "`k=10` / `50`"
+        for group in groups:
+            assert any(set(group) <= set(r.settings) for r in rows), f"README {group} has no row in table{number}"
+
+
+def _exp_show(name: str, latent_sim: float) -> dict:
+    metrics = {"portraits": {"latent_sim": latent_sim, "latent_div": 0.01, "face_sim": 0.5}, "scenes": {"clip": 0.3}}
+    return {"rev": "abc", "name": name, "error": None, "experiments": None,
+            "data": {"params": {}, "metrics": {"reports/eval/metrics.json": {"data": metrics}}}}
+
+
+def test_exp_show_parsing_and_rendering(tmp_path):
+    show = [{"rev": "workspace", "name": None, "data": {"metrics": {}}, "experiments": None},
+            {"rev": "123", "name": "main", "data": {"metrics": {}},
+             "experiments": [{"name": "table12-b1", "executor": None, "revs": [_exp_show("table12-b1", 0.25)]},
+                             {"name": "table12-b3", "executor": None, "revs": [_exp_show("table12-b3", 0.75)]}]}]
+    found = experiments(show)
+    assert found["table12-b1"]["portraits.latent_sim"] == 0.25 and found["table12-b3"]["scenes.clip"] == 0.3
+    table = TABLES["table12"]
+    md = render(table, list(enumerate(table.rows)), found, {}, tmp_path)
+    assert "| beta = 1 | loss.beta=1 | 0.500 | n/a | 0.300 | 0.250 | 0.010 | 0.528 | 0.735 | 0.291 | table12-b1 |" in md
+    assert "table12-b2: no result" in md
+    rows = list(csv.DictReader((tmp_path / "table12.csv").open()))
+    assert [r["latent Sim"] for r in rows] == ["0.25", "", "0.75"] and rows[0]["paper Sim"] == "0.528"
+    assert set(COLUMNS) <= set(rows[0])
+
+
+@pytest.mark.slow
+def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
+    from test_pipeline_dvc import SMALL, project_files, run as _run   # the DVC test's small world and helpers
+
+    for f in project_files():
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, tmp_path / f)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    for group, values in SMALL.items():
+        params[group].update(values)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path),
+           "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    # The baseline run fills DVC's run cache, so each experiment reruns only train and evaluate.
+    _run("git init -q && git add -A && git commit -qm init && dvc repro -q && git add -A && git commit -qm run",
+         tmp_path, env)
+    out = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3", tmp_path, env)
+    assert "| Pos | loss.negative=none loss.schedule=true |" in out
+    rows = list(csv.DictReader((tmp_path / "reports/ablations/table3.csv").open()))
+    assert [r["experiment / status"] for r in rows] == ["table3-pos", "table3-ours"]
+    assert all(float(r["latent Sim"]) == float(r["latent Sim"]) and r["latent Div"] for r in rows)
+    assert [r["paper Sim"] for r in rows] == ["0.394", "0.6"]
+    show = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=tmp_path, env=env, check=True,
+                                     capture_output=True, text=True).stdout)
+    negative = {e["name"]: e["revs"][0]["data"]["params"]["params.yaml"]["data"]["loss"]["negative"]
+                for node in show for e in (node.get("experiments") or [])}
+    assert negative == {"table3-pos": "none", "table3-ours": "reciprocal"}
+    # A second call finds both experiments and runs nothing.
+    again = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3 --no-run", tmp_path, env)
+    assert again.count("table3-") == 2
