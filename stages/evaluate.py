@@ -16,7 +16,7 @@ from cocoins.eval.grids import image_grid
 from cocoins.eval.protocol import make_jobs, render
 from cocoins.eval.renders import dir_sha256, mapper_record, write_images
 from cocoins.eval.report import dvc_metrics, plot_tables
-from cocoins.eval.scoring import Backends, MetricConfig, extract, score_table
+from cocoins.eval.scoring import Backends, MetricConfig, extract, load_rgb, score_table
 from cocoins.io import atomic_dir, read_parquet, write_json, write_parquet
 from cocoins.method.mapper import Mapper
 from cocoins.runtime import print_summary, run_stage, seed_everything
@@ -26,6 +26,19 @@ from cocoins.sdxl.load import load_pipeline
 OUT = Path("reports/eval")
 BASE, MAPPER = "models/base", "models/mapper"
 PRIMARY, REFERENCE = "cocoins", "base"
+CHUNK = 256                        # images rendered, written and dropped at a time
+GRID_ROWS, GRID_COLUMNS = 4, 8     # identities x images per grid (Figs. 3-4 show 4 images of each subject)
+
+
+def keep_for_grids(grids: dict, name: str, method: str, jobs: pd.DataFrame, images: list) -> None:
+    """Grid of a (set, subject, method): rows = its first identities (codes), columns = their prompts x seeds."""
+    for job, image in zip(jobs.itertuples(), images):
+        by_identity = grids.setdefault((name, job.subject, method), {})
+        if job.identity_id not in by_identity and len(by_identity) >= GRID_ROWS:
+            continue
+        row = by_identity.setdefault(job.identity_id, [])
+        if len(row) < GRID_COLUMNS:
+            row.append(image)
 
 
 def metric_config(e: EvalParams, device: str) -> MetricConfig:
@@ -51,27 +64,24 @@ def main() -> None:
     sets = {name: read_parquet(f"data/eval/{name}.parquet", "prompts") for name in ("portraits", "scenes")}
     base_sha256, mapper_rec = dir_sha256(BASE), mapper_record(MAPPER)
 
-    rows, images, latents, grids = [], [], [], {}
+    rows, latents, grids = [], [], {}
     with atomic_dir(OUT / "images") as tmp:
         for name, prompts in sets.items():
             jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed)
             for method, m in ((PRIMARY, mapper), (REFERENCE, None)):
-                out = render(pipe, encoder, m, jobs, e.steps, e.guidance, e.resolution, e.batch_size,
-                             f"{name} ({method})")
-                rows += write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance, e.resolution,
-                                     BASE, base_sha256, mapper_rec if m is not None else None, f"{OUT}/images",
-                                     device)
-                images += out.images
-                latents.append(out.latents)
-                # Grid: rows = identities of a subject; columns = its prompts x seeds (Figs. 3-4).
-                for subject in out.jobs.subject.unique():
-                    sub = out.jobs[out.jobs.subject == subject]
-                    grids[f"{name}_{subject}_{method}"] = [[out.images[i] for i in sub.index[sub.identity_id == ident]]
-                                                           for ident in sub.identity_id.unique()]
+                # In chunks, so a full-scale run never holds every image in memory (they are read back to score).
+                for start in range(0, len(jobs), CHUNK):
+                    out = render(pipe, encoder, m, jobs.iloc[start:start + CHUNK], e.steps, e.guidance,
+                                 e.resolution, e.batch_size, f"{name} ({method}) {start}/{len(jobs)}")
+                    rows += write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance,
+                                         e.resolution, BASE, base_sha256, mapper_rec if m is not None else None,
+                                         f"{OUT}/images", device)
+                    latents.append(out.latents)
+                    keep_for_grids(grids, name, method, out.jobs, out.images)
     table = pd.DataFrame(rows)
 
     backends = Backends.load(metric_config(e, device))
-    per = extract(table, lambda i: images[i], backends, e.batch_size)
+    per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
     scores = score_table(table, per, backends, REFERENCE, torch.cat(latents))
     metrics = dvc_metrics(scores, PRIMARY, REFERENCE)
 
@@ -85,8 +95,8 @@ def main() -> None:
         table["clip"] = per.clip
     write_parquet(table, OUT / "samples.parquet")
     with atomic_dir(OUT / "grids") as tmp:
-        for key, grid_rows in grids.items():
-            image_grid(grid_rows).save(tmp / f"{key}.png", optimize=False)
+        for (name, subject, method), by_identity in grids.items():
+            image_grid(list(by_identity.values())).save(tmp / f"{name}_{subject}_{method}.png", optimize=False)
         figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
     shown = {k: {m: v for m, v in s.items() if m in ("latent_sim", "base_latent_sim", "face_sim", "face_div",
                                                      "face_detection_rate", "clip", "fid", "consistency_gap")}

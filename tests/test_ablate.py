@@ -97,6 +97,16 @@ def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
     negative = {e["name"]: e["revs"][0]["data"]["params"]["params.yaml"]["data"]["loss"]["negative"]
                 for node in show for e in (node.get("experiments") or [])}
     assert negative == {"table3-pos": "none", "table3-ours": "reciprocal"}
+    # `dvc plots diff` across the two experiments renders offline, every evaluation plot with both.
+    template = ROOT / ".dvc" / "offline-plots.html"
+    if template.is_file():
+        shutil.copy2(template, tmp_path / ".dvc" / template.name)
+        log = _run("dvc plots diff table3-pos table3-ours -o plots_diff", tmp_path, env)
+        page = (tmp_path / "plots_diff" / "index.html").read_text()
+        assert "failed to load" not in log and "cdn.jsdelivr" not in page and "vegaEmbed" in page
+        for title in ("Portraits, latent Sim per subject", "Scenes, CLIP score per setting"):
+            assert title in page
+        assert '"rev": "table3-pos"' in page and '"rev": "table3-ours"' in page
     # A second call finds both experiments and runs nothing.
     again = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3 --no-run", tmp_path, env)
     assert again.count("table3-") == 2

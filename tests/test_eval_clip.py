@@ -73,7 +73,7 @@ def test_loads_from_a_local_folder(parts, images, tmp_path):
 
 def test_absent_model_reasons(tmp_path):
     ok, reason = ClipScorer.available(None)
-    assert not ok and "eval.clip_model is null" in reason
+    assert not ok and "eval.clip_model (--clip-model) is null" in reason
     ok, reason = ClipScorer.available("nobody-here/no-such-clip-model")
     assert not ok and "not in the local Hugging Face cache" in reason and "hf download" in reason
     ok, reason = ClipScorer.available(str(tmp_path))

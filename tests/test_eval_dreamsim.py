@@ -11,7 +11,7 @@ installed = importlib.util.find_spec("dreamsim") is not None
 
 
 def test_no_cache_dir_or_unknown_type():
-    assert DreamSimEmbedder(None).available() == (False, "eval.dreamsim_cache is null; point it at a folder "
+    assert DreamSimEmbedder(None).available() == (False, "eval.dreamsim_cache (--dreamsim-cache) is null; point it at a folder "
                                                   "holding the DreamSim checkpoints")
     ok, reason = DreamSimEmbedder("x", dreamsim_type="vgg").available()
     assert not ok and "eval.dreamsim_type = 'vgg'" in reason

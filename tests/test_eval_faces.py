@@ -67,7 +67,7 @@ def test_faces_are_aligned_chips_and_blanks_count_as_missed(portraits, embedder)
 
 def test_arcface_absent_gives_reasons(tmp_path):
     ok, reason = ArcFaceEmbedder(None).available()
-    assert not ok and "eval.arcface_dir is not set" in reason
+    assert not ok and "eval.arcface_dir (--arcface-dir) is not set" in reason
     ok, reason = ArcFaceEmbedder(str(tmp_path)).available()
     assert not ok
     if importlib.util.find_spec("insightface") is None:

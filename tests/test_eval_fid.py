@@ -53,7 +53,7 @@ def test_images_are_resized_to_the_feature_input():
 
 def test_absent_inception_reasons(tmp_path):
     ok, reason = inception_available(None)
-    assert not ok and "eval.fid_weights is null" in reason
+    assert not ok and "eval.fid_weights (--fid-weights) is null" in reason
     ok, reason = inception_available(str(tmp_path / "nope.pth"))
     assert not ok and "does not exist" in reason
 

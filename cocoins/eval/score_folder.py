@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from cocoins.eval.report import nested_metrics
-from cocoins.eval.scoring import Backends, MetricConfig, Scores, check_manifest, extract, score_table
+from cocoins.eval.scoring import Backends, MetricConfig, Scores, check_manifest, extract, load_rgb, score_table
 from cocoins.io import write_json
 from cocoins.runtime import UserError
 
@@ -56,12 +55,7 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> pd.DataFr
 def score_manifest(table: pd.DataFrame, config: MetricConfig) -> Scores:
     """Every metric of every (set, method) of a resolved manifest (column `file` holds each image's path)."""
     backends = Backends.load(config)
-
-    def load(i: int) -> Image.Image:
-        with Image.open(table.at[i, "file"]) as img:
-            return img.convert("RGB")
-
-    per = extract(table, load, backends, config.batch_size)
+    per = extract(table, lambda i: load_rgb(table.at[i, "file"]), backends, config.batch_size)
     return score_table(table, per, backends, config.fid_reference)
 
 

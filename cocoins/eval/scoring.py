@@ -95,6 +95,12 @@ class PerImage:
     fid: Optional[torch.Tensor] = None           # [N, d]
 
 
+def load_rgb(path: str) -> Image.Image:
+    """An image file as RGB, its file closed."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
 def check_manifest(table: pd.DataFrame, source: str = "the manifest") -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
     if missing:

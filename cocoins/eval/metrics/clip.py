@@ -33,7 +33,7 @@ class ClipScorer:
     @staticmethod
     def available(name_or_path: str | None) -> Availability:
         if not name_or_path:
-            return False, "eval.clip_model is null; set it to a CLIP hub id in the local cache or a local folder"
+            return False, "eval.clip_model (--clip-model) is null; set it to a CLIP hub id in the local cache or a local folder"
         path = Path(name_or_path).expanduser()
         if path.is_dir():
             missing = [f for f in ("config.json", "preprocessor_config.json") if not (path / f).is_file()]
@@ -48,7 +48,7 @@ class ClipScorer:
                            f"run `hf download {name_or_path}` where there is network, or set eval.clip_model "
                            "to a local folder")
         if name_or_path.startswith((".", "/", "~")):
-            return False, f"eval.clip_model = {name_or_path} does not exist; point it at a local CLIP folder"
+            return False, f"eval.clip_model (--clip-model) = {name_or_path} does not exist; point it at a local CLIP folder"
         return False, f"eval.clip_model = {name_or_path!r} is neither a folder nor a hub id (owner/name)"
 
     @classmethod

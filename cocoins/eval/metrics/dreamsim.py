@@ -44,7 +44,7 @@ class DreamSimEmbedder:
         if self.dreamsim_type not in REQUIRED:
             return False, f"eval.dreamsim_type = {self.dreamsim_type!r}; use one of {', '.join(REQUIRED)}"
         if not self.cache_dir:
-            return False, "eval.dreamsim_cache is null; point it at a folder holding the DreamSim checkpoints"
+            return False, "eval.dreamsim_cache (--dreamsim-cache) is null; point it at a folder holding the DreamSim checkpoints"
         if reason := package_missing("dreamsim", INSTALL):
             return False, reason
         need = REQUIRED[self.dreamsim_type] + ([HUB_REPO[self.dreamsim_type]] if self.dreamsim_type in HUB_REPO else [])

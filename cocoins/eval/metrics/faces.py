@@ -106,7 +106,7 @@ class ArcFaceEmbedder:
 
     def available(self) -> Availability:
         if not self.model_dir:
-            return False, ("eval.arcface_dir is not set; point it at a local insightface model folder with "
+            return False, ("eval.arcface_dir (--arcface-dir) is not set; point it at a local insightface model folder with "
                            "its .onnx files (e.g. ~/.insightface/models/antelopev2), or use eval.face_backend: dlib")
         for module in ("insightface", "onnxruntime"):
             if reason := package_missing(module, "pip install insightface onnxruntime"):

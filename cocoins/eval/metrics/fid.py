@@ -31,7 +31,7 @@ def inception_available(weights: Optional[str]) -> Availability:
         if reason := package_missing(module, INSTALL):
             return False, reason
     if not weights:
-        return False, f"eval.fid_weights is null; set it to a local copy of {WEIGHTS_HINT}"
+        return False, f"eval.fid_weights (--fid-weights) is null; set it to a local copy of {WEIGHTS_HINT}"
     if not Path(weights).is_file():
         return False, f"eval.fid_weights = {weights} does not exist; copy {WEIGHTS_HINT} there"
     return OK
