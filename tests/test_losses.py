@@ -43,6 +43,13 @@ def test_reciprocal_stays_finite_when_negative_collapses():
     assert torch.isfinite(loss)
 
 
+def test_reciprocal_still_pushes_when_negative_distance_is_tiny():
+    # A collapsed mapper (x̂* ~ x̂-) must get the strongest push, not a clamped, zero gradient.
+    d_neg = torch.tensor([1e-9], dtype=torch.float64, requires_grad=True)
+    contrastive_loss(torch.tensor([0.0], dtype=torch.float64), d_neg, 1e-5).backward()
+    assert d_neg.grad.item() == pytest.approx(-1e-5 / (1e-9 + 1e-12) ** 2)
+
+
 def test_negative_weight_schedule_values():
     assert negative_weight(250, 1000, 1e-5, 2.0) == pytest.approx(1e-5 * 0.25 ** 2)
     assert negative_weight(0, 1000, 1e-5, 2.0) == 0.0

@@ -14,8 +14,9 @@ import torch
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-# Keeps 1 / L_dis finite when two estimates coincide exactly (e.g. a collapsed mapper in fp16).
-RECIPROCAL_FLOOR = 1e-8
+# Keeps 1 / L_dis finite when two estimates coincide exactly. Added, not clamped: a clamp would zero the
+# gradient of the negative term exactly when the mapper collapses (L_dis tiny), the moment it must push.
+RECIPROCAL_EPS = 1e-12
 
 
 def ddim_x0(model_output: torch.Tensor, x_t: torch.Tensor, alpha_t: torch.Tensor,
@@ -66,7 +67,7 @@ def contrastive_loss(d_pos: torch.Tensor, d_neg: torch.Tensor, lambda_neg: float
     positive distance: the rows "Pos + Neg (subtract)" and "Pos" of Table 3.
     """
     if negative == "reciprocal":
-        per_sample = d_pos + lambda_neg / d_neg.clamp_min(RECIPROCAL_FLOOR)
+        per_sample = d_pos + lambda_neg / (d_neg + RECIPROCAL_EPS)
     elif negative == "subtract":
         per_sample = d_pos - lambda_neg * d_neg
     elif negative == "none":
