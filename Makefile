@@ -8,6 +8,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# sam2 builds a CUDA extension unless told not to; the Python package is all we need.
+export SAM2_BUILD_CUDA := 0
 
 .PHONY: install repro test test-fast bench plots clean-venv
 

@@ -294,11 +294,32 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--show", type=int, default=10, help="images in the strip: the query and its nearest; 0: all")
     n.add_argument("--batch-size", type=int, default=4)
     n.set_defaults(func=cmd_neighbors)
+
+    # Thin doors to the evaluation tools; their own parsers own the options.
+    for name, help_text in PASSTHROUGH_HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+PASSTHROUGH_HELP = {
+    "ablate": "queue, run and tabulate a paper table's ablation rows (cocoins ablate table3 --help)",
+    "score-folder": "score any folder of images from a manifest (cocoins score-folder --help)",
+}
+
+
+def _passthrough(name: str, argv: list[str]) -> int:
+    if name == "ablate":
+        from cocoins.eval.ablate import main as tool
+    else:
+        from cocoins.eval.score_folder import main as tool
+    tool(argv)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH_HELP:
+        return _passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
     return args.func(args)

@@ -144,3 +144,13 @@ def test_neighbors_strip_is_ordered_by_pseudo_word_cosine(dirs, tmp_path):
     shown = frames(strip, 3)
     for r, image in zip(ranking[:3], shown):   # each frame is that code's image at the fixed noise seed
         assert np.array_equal(image, gen(dirs, tmp_path / "g.png", ONE, "--code-seed", str(r["code_seed"])))
+
+
+def test_ablate_and_score_folder_are_cocoins_subcommands(capsys):
+    from cocoins.cli import main
+
+    for name in ("ablate", "score-folder"):
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert f"cocoins.eval.{name.replace('-', '_')}" in capsys.readouterr().out
