@@ -4,6 +4,8 @@ synthetic: draws the world into data/world (CelebA layout, see cocoins.data.synt
 with the CelebA reader, so the synthetic path exercises exactly the code real CelebA goes through.
 celeba / folder: reads `data.root` in place; data/world then only holds SOURCE.json naming the root (it
 is a DVC output, so it must exist, and it must never be the user's dataset: ingest rewrites it).
+A celeba root in the CelebAMask-HQ release layout (cocoins.data.celeba_hq) is detected automatically; its
+part masks are composed into one subject mask per image in data/world/subject_masks/<id>.png.
 """
 
 from collections import Counter
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from cocoins.config import load_params
 from cocoins.data.celeba import read_celeba, read_folder
+from cocoins.data.celeba_hq import is_celeba_hq, read_celeba_hq
 from cocoins.data.synthetic import WorldConfig, write_world
 from cocoins.io import atomic_dir, write_json, write_parquet
 from cocoins.runtime import UserError, print_summary, run_stage
@@ -37,10 +40,17 @@ def main() -> None:
         if root == WORLD.resolve() or root.is_relative_to(WORLD.resolve()):
             raise UserError(f"data.root = {p.root!r} is inside {WORLD}, which ingest rewrites; move the dataset "
                             "elsewhere and point data.root at it")
-        table = read_celeba(p.root, split=p.split, limit=p.limit) if p.source == "celeba" \
-            else read_folder(p.root, limit=p.limit)
+        hq = p.source == "celeba" and is_celeba_hq(p.root)
         with atomic_dir(WORLD) as tmp:
-            write_json({"source": p.source, "root": p.root}, tmp / "SOURCE.json")
+            if hq:
+                extra["layout"] = "CelebAMask-HQ"
+                table = read_celeba_hq(p.root, mask_dir=tmp / "subject_masks",
+                                       mask_ref=f"{WORLD.as_posix()}/subject_masks", split=p.split, limit=p.limit)
+            else:
+                table = read_celeba(p.root, split=p.split, limit=p.limit) if p.source == "celeba" \
+                    else read_folder(p.root, limit=p.limit)
+            write_json({"source": p.source, "root": p.root, **({"layout": "CelebAMask-HQ"} if hq else {})},
+                       tmp / "SOURCE.json")
     write_parquet(table, OUT)
     kept = int(table["kept"].sum())
     skipped = Counter(table.loc[~table["kept"], "reason"])
