@@ -154,6 +154,11 @@ class PromptParams:
     subjects: tuple[str, ...] = ("man", "woman", "boy", "girl", "person")
     scenes_per_subject: int = 2
     backend: Literal["builtin", "ollama"] = "builtin"
+    scenes_per_setting: int = 50              # ollama: scenes asked for per setting (Appendix D: fifty)
+    model: str = "llama3.1:8b"                # ollama: model name
+    host: str = "http://127.0.0.1:11434"
+    timeout: float = 300.0                    # seconds per request (one answer holds 50 scenes)
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ _POSITIVE = {
     "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
     "train.gradient_accumulation_steps",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
+    "prompts.scenes_per_setting", "prompts.timeout", "prompts.retries",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
 }
