@@ -132,8 +132,9 @@ class CocoinsStep:
             eps1.append(torch.randn(batch.latents.shape[1:], generator=g))
             eps2.append(torch.randn(batch.latents.shape[1:], generator=g))
             t.append(torch.randint(0, len(self.spec.alphas_cumprod), (), generator=g))
-        device = batch.latents.device
-        return tuple(torch.stack(v).to(device) for v in (z1, z2, eps1, eps2, t))
+        device, dtype = batch.latents.device, batch.latents.dtype
+        floats = tuple(torch.stack(v).to(device, dtype) for v in (z1, z2, eps1, eps2))
+        return (*floats, torch.stack(t).to(device))
 
     def _encode_triplets(self, mapper: torch.nn.Module, batch: Batch, z1: torch.Tensor, z2: torch.Tensor):
         """Eqs. 3-5: w = f(z), then ê*, ê+, ê- through the text encoders, once per distinct (caption, code)."""
