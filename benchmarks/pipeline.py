@@ -54,6 +54,9 @@ def main() -> None:
         work.mkdir()
         copy_project(work)
         env["PYTHONPATH"] = str(work)
+        git_env = {**env, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+                   "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+        timed(["bash", "-c", "git init -q && git add -A && git commit -qm bench"], work, git_env)  # DVC needs git
         if args.install:
             seconds = timed(["bash", "-c", "python3 -m venv .venv && .venv/bin/pip install -q pip==26.3 && "
                              ".venv/bin/pip install -q -c constraints.txt -e '.[test]' && "
