@@ -3,7 +3,6 @@ whole `python -m cocoins.eval.ablate` on a small copy of the project (slow)."""
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cocoins.eval.ablate import experiments, render, row_problem
 from cocoins.eval.ablations import COLUMNS, TABLES, experiment_name
@@ -71,21 +69,11 @@ def test_exp_show_parsing_and_rendering(tmp_path):
 
 @pytest.mark.slow
 def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
-    from test_pipeline_dvc import SMALL, project_files, run as _run   # the DVC test's small world and helpers
+    from test_pipeline_dvc import run as _run, small_project   # the DVC test's small world and helpers
 
-    for f in project_files():
-        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, tmp_path / f)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    for group, values in SMALL.items():
-        params[group].update(values)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PYTHONPATH": str(tmp_path),
-           "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = small_project(tmp_path, OMP_NUM_THREADS="1")
     # The baseline run fills DVC's run cache, so each experiment reruns only train and evaluate.
-    _run("git init -q && git add -A && git commit -qm init && dvc repro -q && git add -A && git commit -qm run",
-         tmp_path, env)
+    _run("dvc repro -q && git add -A && git commit -qm run", tmp_path, env)
     out = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3", tmp_path, env)
     assert "| Pos | loss.negative=none loss.schedule=true |" in out
     rows = list(csv.DictReader((tmp_path / "reports/ablations/table3.csv").open()))

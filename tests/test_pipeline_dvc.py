@@ -40,9 +40,9 @@ def ran_stages(output: str) -> list[str]:
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    dest = tmp_path_factory.mktemp("project")
+def small_project(dest: Path, **extra_env: str) -> dict:
+    """Copy the project into `dest` with the SMALL world, commit it in a new git repo; return the env to
+    run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH)."""
     for f in project_files():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
@@ -52,9 +52,15 @@ def project(tmp_path_factory):
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PYTHONPATH": str(dest), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **extra_env}
     run("git init -q && git add -A && git commit -qm init", dest, env)
-    return dest, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("project")
+    return dest, small_project(dest)
 
 
 def test_repro_cache_experiment_and_metrics_diff(project):
