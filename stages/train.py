@@ -6,6 +6,7 @@
 Rerunning after a kill resumes from models/checkpoints/ (a persistent DVC out).
 """
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def main() -> None:
     shards = ShardReader("data/train.parquet", "data/latents")
     mapper_config = MapperConfig(code_dim=m.code_dim, layers=m.layers, hidden_dim=m.hidden_dim,
                                  out_dims=tuple(encoder.pseudo_word_dims))
-    loss_config = LossConfig(negative=l.negative, schedule=l.schedule, mask=l.mask, background=l.background,
-                             gamma=l.gamma, beta=l.beta, lambda_con=l.lambda_con, lambda_back=l.lambda_back)
+    # The params schema's loss group and the library's LossConfig share field names (plus `distance`).
+    loss_config = LossConfig(**{f.name: getattr(l, f.name) for f in dataclasses.fields(LossConfig)})
     config = TrainConfig(objective=t.objective, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
                          weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
                          checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
