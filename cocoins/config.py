@@ -92,8 +92,38 @@ class MaskParams:
 
 @dataclass(frozen=True)
 class ModelParams:
-    sdxl: str = "tiny"
+    sdxl: str = "tiny"     # tiny (random weights) | mini (trained by the base stage) | a hub id | a local dir
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class MiniParams:
+    """models.sdxl: mini -- how the base stage trains the mini SDXL (cocoins/sdxl/mini_train.py)."""
+    corpus_seed: int = 1000
+    corpus_images: int = 4000
+    describe_share: float = 0.6
+    vae_steps: int = 3000
+    vae_batch: int = 16
+    vae_lr: float = 3e-3
+    unet_steps: int = 2500
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    cpu_threads: int = 2       # fixed, so the trained weights are the same bits on any CPU
+
+
+@dataclass(frozen=True)
+class IdentityParams:
+    """The exact identity metric of the synthetic world: a trait classifier (cocoins/eval/metrics/traits.py)."""
+    backend: Literal["traits", "none"] = "traits"
+    seed: int = 0
+    image_size: int = 32
+    steps: int = 800
+    train_images: int = 3000
+    batch_size: int = 64
+    reconstruct_share: float = 0.5   # share of each batch shown through the base model's VAE
+    min_accuracy: float = 0.75       # traits read less accurately (held out, through the VAE) leave the embedding
+    check_images: int = 8            # base-model check: images per prompted trait value (0: no check)
+    cpu_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -153,7 +183,7 @@ class TrainParams:
 class PromptParams:
     subjects: tuple[str, ...] = ("man", "woman", "boy", "girl", "person")
     scenes_per_subject: int = 2
-    backend: Literal["builtin", "ollama"] = "builtin"
+    backend: Literal["builtin", "ollama", "world"] = "builtin"   # world: the synthetic world's own scenes
     scenes_per_setting: int = 50              # ollama: scenes asked for per setting (Appendix D: fifty)
     model: str = "llama3.1:8b"                # ollama: model name
     host: str = "http://127.0.0.1:11434"
@@ -189,6 +219,8 @@ class Params:
     tag: TagParams = field(default_factory=TagParams)
     mask: MaskParams = field(default_factory=MaskParams)
     models: ModelParams = field(default_factory=ModelParams)
+    mini: MiniParams = field(default_factory=MiniParams)
+    identity: IdentityParams = field(default_factory=IdentityParams)
     precompute: PrecomputeParams = field(default_factory=PrecomputeParams)
     mapper: MapperParams = field(default_factory=MapperParams)
     triplet: TripletParams = field(default_factory=TripletParams)
@@ -211,10 +243,14 @@ _POSITIVE = {
     "prompts.scenes_per_setting", "prompts.timeout", "prompts.retries",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
+    "mini.corpus_images", "mini.vae_steps", "mini.vae_batch", "mini.vae_lr", "mini.unet_steps", "mini.unet_batch",
+    "mini.unet_lr", "mini.cpu_threads", "identity.image_size", "identity.steps", "identity.train_images",
+    "identity.batch_size", "identity.cpu_threads",
 }
 _NON_NEGATIVE = {"data.two_person_images", "caption.retry_wait", "tag.retry_wait", "mask.box_threshold",
                  "mask.text_threshold", "mask.face_threshold", "train.warmup_steps", "train.weight_decay", "loss.gamma",
-                 "loss.beta", "loss.lambda_con", "loss.lambda_back"}
+                 "loss.beta", "loss.lambda_con", "loss.lambda_back", "mini.describe_share",
+                 "identity.reconstruct_share", "identity.min_accuracy", "identity.check_images"}
 
 
 def _describe(tp) -> str:
@@ -331,6 +367,22 @@ def _check_semantics(p: Params, base_dir: Path) -> None:
     if p.precompute.resolution % 8:
         raise ParamsError(f"params.yaml: precompute.resolution = {p.precompute.resolution} must be a "
                           "multiple of 8 (VAE downsampling)")
+    for key, value in (("mini.describe_share", p.mini.describe_share),
+                       ("identity.reconstruct_share", p.identity.reconstruct_share),
+                       ("identity.min_accuracy", p.identity.min_accuracy)):
+        if value > 1:
+            raise ParamsError(f"params.yaml: {key} = {value} is a share; set it between 0 and 1")
+    if p.mini.corpus_images < max(p.mini.vae_batch, p.mini.unet_batch):
+        raise ParamsError(f"params.yaml: mini.corpus_images ({p.mini.corpus_images}) must be at least "
+                          "mini.vae_batch and mini.unet_batch")
+    if p.identity.train_images < p.identity.batch_size:
+        raise ParamsError(f"params.yaml: identity.train_images ({p.identity.train_images}) must be at least "
+                          f"identity.batch_size ({p.identity.batch_size})")
+    if p.identity.image_size < 8 or p.identity.image_size & (p.identity.image_size - 1):
+        raise ParamsError(f"params.yaml: identity.image_size = {p.identity.image_size} must be a power of two, 8 or more")
+    if p.prompts.backend == "world" and p.data.source != "synthetic":
+        raise ParamsError("params.yaml: prompts.backend: world uses the synthetic world's scenes; with "
+                          f"data.source: {p.data.source} set it to builtin or ollama")
     if p.eval.resolution % 8:
         raise ParamsError(f"params.yaml: eval.resolution = {p.eval.resolution} must be a multiple of 8")
 

@@ -1,25 +1,48 @@
-"""Stage `base`: write models/base/ — the tiny SDXL built from configs, or a reference.json to the real one."""
+"""Stage `base`: write models/base/ -- the mini SDXL trained here, the tiny one built from configs, or a
+reference.json to a real SDXL."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from cocoins.config import load_params
-from cocoins.io import atomic_dir
-from cocoins.runtime import print_summary, run_stage
+from cocoins.io import atomic_dir, write_json
+from cocoins.runtime import print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import REFERENCE, load_pipeline, resolve_base
 from cocoins.sdxl.tiny import parameter_counts
 
 OUT = Path("models/base")
+TRAINING_SUMMARY = "mini_training.json"
 
 
 def main() -> None:
-    params = load_params().models
+    params = load_params()
+    models = params.models
+    extra = {"models.sdxl": models.sdxl, "written": str(OUT)}
     with atomic_dir(OUT) as tmp:
-        resolve_base(params.sdxl, tmp, params.seed)
-    extra = {"models.sdxl": params.sdxl, "written": str(OUT)}
+        if models.sdxl == "mini":
+            from cocoins.sdxl.mini_train import MiniTrainConfig, train_mini_sdxl
+
+            m = params.mini
+            seed_everything(models.seed)
+            torch.set_num_threads(m.cpu_threads)   # fixed: the same weights, bit for bit, on any CPU
+            cfg = MiniTrainConfig(seed=models.seed, corpus_seed=m.corpus_seed, corpus_images=m.corpus_images,
+                                  describe_share=m.describe_share, vae_steps=m.vae_steps, vae_batch=m.vae_batch,
+                                  vae_lr=m.vae_lr, unet_steps=m.unet_steps, unet_batch=m.unet_batch,
+                                  unet_lr=m.unet_lr)
+            start = time.perf_counter()
+            summary = train_mini_sdxl(tmp, cfg)
+            write_json({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in summary.items()},
+                       tmp / TRAINING_SUMMARY)
+            extra.update({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in summary.items()})
+            extra["training time"] = f"{time.perf_counter() - start:.0f} s"
+        else:
+            resolve_base(models.sdxl, tmp, models.seed)
     if (OUT / REFERENCE).is_file():
         # Loading a real SDXL (~7 GB) just to count its parameters is not worth it here.
         extra["reference"] = f"{OUT / REFERENCE} -> {json.loads((OUT / REFERENCE).read_text())['sdxl']}"

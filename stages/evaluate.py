@@ -24,7 +24,7 @@ from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
 
 OUT = Path("reports/eval")
-BASE, MAPPER = "models/base", "models/mapper"
+BASE, MAPPER, IDENTITY = "models/base", "models/mapper", "models/identity"
 PRIMARY, REFERENCE = "cocoins", "base"
 CHUNK = 256                        # images rendered, written and dropped at a time
 GRID_ROWS, GRID_COLUMNS = 4, 8     # identities x images per grid (Figs. 3-4 show 4 images of each subject)
@@ -44,7 +44,21 @@ def keep_for_grids(grids: dict, name: str, method: str, jobs: pd.DataFrame, imag
 def metric_config(e: EvalParams, device: str) -> MetricConfig:
     return MetricConfig(face_backend=e.face_backend, arcface_dir=e.arcface_dir, clip_model=e.clip_model,
                         dreamsim_cache=e.dreamsim_cache, dreamsim_type=e.dreamsim_type, fid_weights=e.fid_weights,
-                        fid_reference=REFERENCE, strict=e.strict, batch_size=e.batch_size, device=device)
+                        identity_model=IDENTITY, fid_reference=REFERENCE, strict=e.strict, batch_size=e.batch_size, device=device)
+
+
+def data_identity_metrics(backends: Backends, batch_size: int) -> dict:
+    """Identity Sim / Div of the mapper's training images themselves, grouped by their true identity: the
+    paper's CelebA row of Table 1 (what real, different people score)."""
+    train = read_parquet("data/train.parquet", "precompute")
+    images = read_parquet("data/images.parquet", "ingest").set_index("image_id")
+    table = pd.DataFrame({"path": images.loc[train["image_id"], "path"].to_numpy(), "method": "data",
+                          "identity": train["identity"].astype(str).to_numpy(), "prompt": "", "subject": "", "setting": "",
+                          "set": "data"})
+    per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, batch_size, desc="training data")
+    scores = score_table(table, per, backends, REFERENCE)
+    keep = ("images", "identity_sim", "identity_div", "trait_agreement")
+    return {k: v for k, v in dvc_metrics(scores, "data", None)["data"].items() if k in keep}
 
 
 def main() -> None:
@@ -84,6 +98,8 @@ def main() -> None:
     per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
     scores = score_table(table, per, backends, REFERENCE, torch.cat(latents))
     metrics = dvc_metrics(scores, PRIMARY, REFERENCE)
+    if backends.identity is not None:
+        metrics["data"] = data_identity_metrics(backends, e.batch_size)
 
     write_json(metrics, OUT / "metrics.json")
     with atomic_dir(OUT / "plots") as tmp:
@@ -99,7 +115,9 @@ def main() -> None:
             image_grid(list(by_identity.values())).save(tmp / f"{name}_{subject}_{method}.png", optimize=False)
         figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
     shown = {k: {m: v for m, v in s.items() if m in ("latent_sim", "base_latent_sim", "face_sim", "face_div",
-                                                     "face_detection_rate", "clip", "fid", "consistency_gap")}
+                                                     "face_detection_rate", "clip", "fid", "consistency_gap",
+                                                     "identity_sim", "base_identity_sim", "identity_div",
+                                                     "base_identity_div", "trait_agreement")}
              for k, s in metrics.items()}
     print_summary("evaluate", len(table), {}, {**shown, "figures": figures, "null metrics": scores.unavailable})
 

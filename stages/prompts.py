@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from cocoins.config import load_params
-from cocoins.eval.prompt_sets import builtin_scene_prompts, identity_table, portrait_prompts
+from cocoins.eval.prompt_sets import builtin_scene_prompts, identity_table, portrait_prompts, world_scene_prompts
+from cocoins.data.synthetic import SCENE_PHRASES
 from cocoins.eval.scene_prompts import ollama_scene_prompts
 from cocoins.io import write_json, write_parquet
 from cocoins.runtime import print_summary, run_stage
@@ -20,6 +21,8 @@ def main() -> None:
         generated = ollama_scene_prompts(p.subjects, p.scenes_per_setting, p.host, p.model, p.timeout, p.retries)
         scenes, dropped = generated.scenes, dict(generated.dropped)
         write_json({"backend": "ollama", "model": p.model, "dropped": dropped}, OUT / "scenes_dropped.json")
+    elif p.backend == "world":
+        scenes = world_scene_prompts(p.subjects, SCENE_PHRASES)
     else:
         scenes = builtin_scene_prompts(p.subjects, p.scenes_per_subject)
     identities = identity_table(p.subjects, params.eval.identities_per_subject, params.eval.seed)

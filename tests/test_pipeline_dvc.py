@@ -11,13 +11,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "caption", "tag", "mask", "base", "precompute", "train", "prompts", "evaluate"]
+STAGES = ["ingest", "caption", "tag", "mask", "base", "identity", "precompute", "train", "prompts", "evaluate"]
 
-# A smaller world than the embedded default, so the test stays around a minute on 2 cores.
+# The embedded default's DAG (the mini SDXL trained by the base stage, the trait classifier) with a few steps
+# of everything and a smaller world, so the test stays around two minutes on 2 cores.
 SMALL = {
     "data": {"identities": 6, "images_per_identity": 2, "two_person_images": 1},
+    "mini": {"corpus_images": 32, "vae_steps": 2, "vae_batch": 8, "unet_steps": 2, "unet_batch": 8},
+    "identity": {"steps": 4, "train_images": 32, "batch_size": 16, "min_accuracy": 0.0,
+                 "check_images": 1},
     "train": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
-    "prompts": {"subjects": ["man", "woman"], "scenes_per_subject": 1},
+    "prompts": {"subjects": ["man", "woman"]},
     "eval": {"identities_per_subject": 2, "seeds_per_prompt": 2, "steps": 2, "batch_size": 8},
 }
 
@@ -40,14 +44,14 @@ def ran_stages(output: str) -> list[str]:
     return [s for s in STAGES if f"Running stage '{s}'" in output]
 
 
-def small_project(dest: Path, **extra_env: str) -> dict:
-    """Copy the project into `dest` with the SMALL world, commit it in a new git repo; return the env to
-    run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH)."""
+def small_project(dest: Path, groups: dict | None = None, **extra_env: str) -> dict:
+    """Copy the project into `dest` with the SMALL world (or `groups` of params), commit it in a new git repo;
+    return the env to run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH)."""
     for f in project_files():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    for group, values in SMALL.items():
+    for group, values in (SMALL if groups is None else groups).items():
         params[group].update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -68,7 +72,10 @@ def test_repro_cache_experiment_and_metrics_diff(project):
     first = run("dvc repro", dest, env)
     assert ran_stages(first) == STAGES
     metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
-    assert {"portraits", "scenes", "overall"} <= set(metrics)
+    assert {"portraits", "scenes", "overall", "data"} <= set(metrics)
+    for key in ("identity_sim", "identity_div", "base_identity_sim", "base_identity_div", "trait_agreement"):
+        assert isinstance(metrics["scenes"][key], float), key
+    assert json.loads((dest / "reports/identity/metrics.json").read_text())["identity_traits"]
     assert list((dest / "reports/eval/grids").glob("*.png"))
     assert (dest / "models/mapper/mapper.safetensors").is_file()
 

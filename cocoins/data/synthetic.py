@@ -41,6 +41,12 @@ SCENES = {"studio gray": ((128, 128, 132), (150, 150, 156)), "sky blue": ((120, 
           "park green": ((96, 150, 90), (160, 200, 120)), "sunset orange": ((230, 140, 80), (250, 200, 120)),
           "office beige": ((210, 200, 180), (240, 235, 220)), "night navy": ((30, 40, 80), (230, 220, 140)),
           "brick red": ((150, 60, 50), (190, 110, 90)), "stage purple": ((90, 60, 130), (200, 160, 230))}
+# Each scene in words: what the mini base model's captions and the mini-world's Scenes prompts say.
+SCENE_PHRASES = {
+    "studio gray": "in a gray studio", "sky blue": "under a blue sky", "park green": "in a green park",
+    "sunset orange": "at an orange sunset", "office beige": "in a beige office", "night navy": "at night",
+    "brick red": "by a red brick wall", "stage purple": "on a purple stage",
+}
 CLOTHES = ((40, 60, 120), (150, 30, 40), (30, 100, 60), (230, 230, 225), (35, 35, 40), (200, 150, 40))
 SUPERSAMPLE = 4
 JPEG_QUALITY = 95

@@ -81,17 +81,25 @@ def experiments(show: list | dict) -> dict[str, dict]:
 def render(table: Table, rows: list[tuple[int, Row]], results: dict[str, dict], problems: dict[int, str],
            out_dir: Path) -> str:
     """Write <out>/<table>.md and .csv; return the Markdown."""
-    header = ["row", "-S settings", *COLUMNS, *(f"paper {c}" for c in PAPER_COLUMNS), "experiment / status"]
+    values = {}
+    for i, row in rows:
+        metrics = results.get(experiment_name(table, row))
+        values[i] = {c: None if metrics is None else metrics.get(key) for c, key in COLUMNS.items()}
+    # A column null in every row (its metric model absent in this setup) says nothing; it is listed instead.
+    shown = [c for c in COLUMNS if any(v[c] is not None for v in values.values())]
+    omitted = [c for c in COLUMNS if c not in shown]
+    header = ["row", "-S settings", *shown, *(f"paper {c}" for c in PAPER_COLUMNS), "experiment / status"]
     body = []
     for i, row in rows:
         name = experiment_name(table, row)
-        metrics = results.get(name)
-        status = problems.get(i) or (name if metrics is not None else f"{name}: no result (`dvc queue logs {name}`)")
-        values = [None if metrics is None else metrics.get(key) for key in COLUMNS.values()]
-        body.append([row.label, " ".join(row.settings), *values, *row.paper, status])
+        status = problems.get(i) or (name if name in results else f"{name}: no result (`dvc queue logs {name}`)")
+        body.append([row.label, " ".join(row.settings), *(values[i][c] for c in shown), *row.paper, status])
     md = (f"# {table.title}\n\nOurs: `{METRICS_FILE}` of each experiment (Sim, Div: Portraits face metrics; CLIP: "
-          f"Scenes; latent: Portraits latent-space metrics). n/a: null in the metrics file (see its null_reasons). "
-          f"Paper: as printed.\n\n" + markdown_table(header, body))
+          f"Scenes; id: the synthetic world's trait-classifier identity metric; latent: Portraits latent-space "
+          f"metrics). n/a: null in the metrics file (see its null_reasons). Paper: as printed (face Sim, Div on "
+          f"Portraits, CLIP on Scenes).\n\n" + markdown_table(header, body))
+    if omitted:
+        md += f"\nOmitted (null in every row): {', '.join(omitted)}.\n"
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / f"{table.name}.md") as tmp:
         tmp.write_text(md)

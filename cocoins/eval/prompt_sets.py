@@ -63,6 +63,15 @@ def builtin_scene_prompts(subjects: tuple[str, ...], per_subject: int) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def world_scene_prompts(subjects: tuple[str, ...], scene_phrases: dict[str, str]) -> pd.DataFrame:
+    """The synthetic world's Scenes set: "A {s} in a green park." for every scene the world draws (its setting
+    is the scene's name), so every prompt names something the mini base model has seen."""
+    rows = [{"prompt_id": f"scene-{s}-{scene.replace(' ', '_')}", "subject": s, "setting": scene,
+             "tagged": tag_subject(f"A {{s}} {phrase}.", s)}
+            for s in subjects for scene, phrase in scene_phrases.items()]
+    return pd.DataFrame(rows)
+
+
 def identity_table(subjects: tuple[str, ...], per_subject: int, seed: int) -> pd.DataFrame:
     """The identities to evaluate: one latent code per (subject, k), drawn from `code_seed`."""
     rows = []

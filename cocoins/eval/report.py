@@ -13,7 +13,7 @@ from typing import Optional
 
 from cocoins.eval.scoring import Scores
 
-GAPS = {"consistency_gap": "latent_sim", "face_sim_gap": "face_sim"}
+GAPS = {"consistency_gap": "latent_sim", "face_sim_gap": "face_sim", "identity_sim_gap": "identity_sim"}
 
 
 def _round(v):

@@ -28,9 +28,14 @@ from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_emb
 from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
 from cocoins.eval.metrics.latent import latent_metrics
 from cocoins.eval.metrics.simdiv import sim_div
+from cocoins.eval.metrics.traits import TRAIT_CLASSES, TraitClassifier, identity_model_status, trait_agreement
 
 MANIFEST_COLUMNS = ("path", "method", "identity", "prompt", "subject", "set")
-METRICS = ("face_sim", "face_div", "face_detection_rate", "clip", "dreamsim", "fid", "latent_sim", "latent_div")
+# identity_*: the synthetic world's exact identity metric (a trait classifier, `metrics/traits.py`): Sim / Div of
+# its embeddings as Section 4.2 defines them, and the mean and per-trait agreement of same-identity pairs.
+AGREEMENT = tuple(f"agree_{name}" for name in TRAIT_CLASSES)
+METRICS = ("face_sim", "face_div", "face_detection_rate", "clip", "dreamsim", "fid", "latent_sim", "latent_div",
+           "identity_sim", "identity_div", "trait_agreement", *AGREEMENT)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class MetricConfig:
     dreamsim_cache: Optional[str] = None
     dreamsim_type: str = "ensemble"
     fid_weights: Optional[str] = None
+    identity_model: Optional[str] = None                    # trait classifier dir (synthetic world only)
     fid_reference: str = "base"                             # the method whose images are FID's reference
     strict: bool = False
     batch_size: int = 16
@@ -55,6 +61,7 @@ class Backends:
     dreamsim: Optional[DreamSimEmbedder] = None
     fid_feature: Optional[torch.nn.Module] = None
     fid_size: int = 299
+    identity: Optional[TraitClassifier] = None
     unavailable: dict[str, str] = field(default_factory=dict)   # metric family -> why it is null
 
     @classmethod
@@ -78,6 +85,11 @@ class Backends:
             b.dreamsim = ds
         else:
             b.unavailable["dreamsim"] = status[1]
+        status = identity_model_status(config.identity_model)
+        if require("identity", status, config.strict and config.identity_model is not None):
+            b.identity = TraitClassifier.load(config.identity_model)
+        else:
+            b.unavailable["identity"] = status[1]
         status = inception_available(config.fid_weights)
         if require("fid", status, config.strict):
             b.fid_feature = load_inception(config.fid_weights).to(config.device)
@@ -93,6 +105,8 @@ class PerImage:
     clip: Optional[np.ndarray] = None            # [N] CLIP score
     dreamsim: Optional[torch.Tensor] = None      # [N, d]
     fid: Optional[torch.Tensor] = None           # [N, d]
+    identity: Optional[torch.Tensor] = None      # [N, d] trait-classifier embedding
+    traits: Optional[dict] = None                # trait -> [N] predicted labels
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -117,7 +131,9 @@ def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backe
             batch_size: int = 16, desc: str = "scoring") -> PerImage:
     """One pass over the images (in batches, each loaded once) computing every available quantity."""
     per = PerImage(faces=[] if backends.faces else None)
-    clip, ds, fid = [], [], []
+    clip, ds, fid, ident = [], [], [], []
+    if backends.identity is not None:
+        per.traits = {name: [] for name in TRAIT_CLASSES}
     for start in tqdm(range(0, len(table), batch_size), desc=desc, unit="batch"):
         rows = range(start, min(start + batch_size, len(table)))
         images = [load_image(i) for i in rows]
@@ -129,9 +145,15 @@ def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backe
             ds.append(backends.dreamsim.embed(images))
         if backends.fid_feature is not None:
             fid.append(fid_features(backends.fid_feature, images, backends.fid_size, batch_size))
+        if backends.identity is not None:
+            probs = backends.identity.probabilities(images)
+            ident.append(backends.identity.embed_probabilities(probs))
+            for name, p in probs.items():
+                per.traits[name] += p.argmax(dim=1).tolist()
     per.clip = torch.cat(clip).numpy() if clip else None
     per.dreamsim = torch.cat(ds) if ds else None
     per.fid = torch.cat(fid) if fid else None
+    per.identity = torch.cat(ident) if ident else None
     return per
 
 
@@ -140,17 +162,33 @@ def _mean(values) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
+def image_keys(table: pd.DataFrame) -> np.ndarray:
+    """One key per distinct image: (prompt, noise seed) where the table records seeds, else the path."""
+    if "noise_seed" in table.columns:
+        return (table["prompt"].astype(str) + "|" + table["noise_seed"].astype(str)).to_numpy()
+    return table["path"].astype(str).to_numpy()
+
+
 def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends: Backends,
-                  latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None) -> tuple[dict, dict]:
+                  latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None,
+                  every_image_its_own_identity: bool = False) -> tuple[dict, dict]:
     """Metrics of the rows selected by the boolean mask `rows`, and {metric: reason} for data-caused nulls.
-    `reference` (a boolean mask) selects the images FID compares against; None skips FID."""
+    `reference` (a boolean mask) selects the images FID compares against; None skips FID.
+
+    `every_image_its_own_identity`: Div treats each distinct image as its own identity. That is the right
+    reading for a model with no identity input (the base model with no pseudo-word draws a new person for
+    every noise): grouping its images by a code it never saw would average random people together. Sim
+    still pairs the images of each group (same jobs as the method's), which is the baseline Sim must beat."""
     idx = np.flatnonzero(rows)
     identities = table["identity"].to_numpy()[idx].tolist()
+    div_identities = image_keys(table)[idx].tolist() if every_image_its_own_identity else identities
     out: dict = {m: None for m in METRICS}
     reasons: dict = {}
     out["images"] = int(len(idx))
     if per.faces is not None:
         face, why = face_metrics([per.faces[i] for i in idx], identities)
+        if every_image_its_own_identity:
+            face["face_div"] = face_metrics([per.faces[i] for i in idx], div_identities)[0]["face_div"]
         out.update(face)
         if why:
             reasons.update({k: why for k in ("face_sim", "face_div") if face[k] is None})
@@ -168,8 +206,21 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
             out["fid_images"] = int(min(len(ref), len(idx)))
         else:
             reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
+    if per.identity is not None:
+        result = sim_div(per.identity[idx], identities)
+        out["identity_sim"], out["identity_div"] = result.sim, result.div
+        if every_image_its_own_identity:
+            out["identity_div"] = sim_div(per.identity[idx], div_identities).div
+        agree = trait_agreement({name: [labels[i] for i in idx] for name, labels in per.traits.items()},
+                                identities)
+        out.update({f"agree_{name}": v for name, v in agree.items()})
+        out["trait_agreement"] = _mean(agree[name] for name in backends.identity.identity_traits)
+        if result.reason:
+            reasons.update({k: result.reason for k in ("identity_sim", "identity_div") if out[k] is None})
     if latents is not None:
         lat, why = latent_metrics(latents[torch.from_numpy(idx)], identities)
+        if every_image_its_own_identity:
+            lat["latent_div"] = latent_metrics(latents[torch.from_numpy(idx)], div_identities)[0]["latent_div"]
         out.update(lat)
         if why:
             reasons.update({k: why for k in lat if lat[k] is None})
@@ -197,7 +248,8 @@ def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_refe
         for method in table.loc[in_set, "method"].unique():
             rows = in_set & (table["method"] == method).to_numpy()
             ref = reference if reference.any() and method != fid_reference else None
-            metrics, why = group_metrics(table, per, rows, backends, latents, ref)
+            own = method == fid_reference
+            metrics, why = group_metrics(table, per, rows, backends, latents, ref, own)
             if ref is None and per.fid is not None:
                 why["fid"] = (f"{method} is the FID reference" if method == fid_reference else
                               f"no images of the reference method {fid_reference!r} in set {set_name!r}")
@@ -207,7 +259,8 @@ def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_refe
                 for value in table.loc[rows, column].unique():
                     if not value:
                         continue
-                    part, _ = group_metrics(table, per, rows & (table[column] == value).to_numpy(), backends, latents)
+                    part, _ = group_metrics(table, per, rows & (table[column] == value).to_numpy(), backends,
+                                            latents, None, own)
                     part.pop("fid")
                     out.append({"set": set_name, column: value, "method": method, "label": f"{value} / {method}",
                                 **part})

@@ -17,9 +17,9 @@ Saved as safetensors (weights) plus JSON (config); no pickle.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ class TraitConfig:
     seed: int = 0
     steps: int = 0
     train_images: int = 0
+    # Traits the identity embedding uses: those the classifier reads reliably (the identity stage keeps the
+    # ones above identity.min_accuracy on held-out VAE reconstructions). Empty: all traits.
+    identity_traits: tuple[str, ...] = ()
 
 
 def trait_labels(t: Traits) -> dict[str, int]:
@@ -173,7 +176,23 @@ class TraitClassifier:
     def embed(self, images) -> torch.Tensor:
         """Identity embedding [N, D]: the per-trait probability vectors concatenated, L2-normalised
         (D = total number of classes); feed it to `simdiv.sim_div` for Section 4.2's Sim / Div."""
-        return F.normalize(torch.cat(list(self.probabilities(images).values()), dim=1), dim=1)
+        return self.embed_probabilities(self.probabilities(images))
+
+    @property
+    def identity_traits(self) -> tuple[str, ...]:
+        return self.cfg.identity_traits or tuple(TRAIT_CLASSES)
+
+    def embed_probabilities(self, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`embed` from already computed `probabilities`: the `identity_traits` blocks only. A trait the
+        classifier cannot read (e.g. eye colour at 32 px) gives the same flat vector for every image, and would
+        only pull every Sim up and every Div down."""
+        return F.normalize(torch.cat([probs[name] for name in self.identity_traits], dim=1), dim=1)
+
+    def with_identity_traits(self, names: Sequence[str]) -> "TraitClassifier":
+        unknown = sorted(set(names) - set(TRAIT_CLASSES))
+        if unknown or not names:
+            raise ValueError(f"identity traits must be a non-empty subset of {list(TRAIT_CLASSES)}, got {list(names)}")
+        return TraitClassifier(self.net, replace(self.cfg, identity_traits=tuple(n for n in TRAIT_CLASSES if n in names)))
 
     def accuracy(self, images, labels: dict[str, np.ndarray]) -> dict[str, float]:
         """Per-trait accuracy against class indices {trait: int [N]} (as `render_portraits` returns)."""
@@ -202,23 +221,52 @@ class TraitClassifier:
         if meta.get("traits") != expected:
             raise ValueError(f"{d / CONFIG_FILE} was saved for other traits than this renderer draws")
         known = {f.name for f in fields(TraitConfig)}
-        cfg = TraitConfig(**{k: v for k, v in meta["config"].items() if k in known})
+        values = {k: v for k, v in meta["config"].items() if k in known}
+        values["identity_traits"] = tuple(values.get("identity_traits", ()))
+        cfg = TraitConfig(**values)
         net = TraitNet(cfg)
         net.load_state_dict(load_file(str(d / WEIGHTS_FILE)), strict=True)
         return cls(net, cfg)
 
 
+def identity_model_status(directory: Optional[str]) -> tuple[bool, str]:
+    """(available, why not) for a trait classifier directory, in the form `metrics.base.require` takes."""
+    if directory is None:
+        return False, ("no identity model: the exact identity metric exists for the synthetic world only "
+                       "(identity.backend: traits)")
+    d = Path(directory)
+    missing = [n for n in (WEIGHTS_FILE, CONFIG_FILE) if not (d / n).is_file()]
+    if missing:
+        note = d / "none.json"
+        why = json.loads(note.read_text()).get("reason", "") if note.is_file() else ""
+        return False, why or f"{d} lacks {', '.join(missing)}; run `dvc repro identity`"
+    return True, ""
+
+
 def train_trait_classifier(seed: int = 0, steps: int = 800, train_images: int = 1500, batch_size: int = 64,
-                           image_size: int = 64, width: int = 16, lr: float = 3e-3,
-                           progress: bool = True) -> TraitClassifier:
+                           image_size: int = 64, width: int = 16, lr: float = 3e-3, progress: bool = True,
+                           reconstruct: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                           reconstruct_share: float = 0.5) -> TraitClassifier:
     """Train a trait classifier from scratch on `train_images` fresh renders of as many random identities
     (world seed `seed`, identities 1..train_images), with `augment` on every batch. Same arguments (and
-    thread count) give identical weights."""
+    thread count) give identical weights.
+
+    `reconstruct` maps images [N, 3, S, S] in [0, 1] to what a generator's decoder makes of them (e.g. the base
+    model's VAE encode-decode); then a `reconstruct_share` of every batch is shown as reconstructions, so the
+    classifier reads the decoder's rendering of a trait the way it reads a clean one."""
     if steps < 1 or train_images < batch_size or batch_size < 2:
         raise ValueError(f"need steps >= 1 and train_images >= batch_size >= 2, got steps={steps}, "
                          f"train_images={train_images}, batch_size={batch_size}")
+    if not 0.0 <= reconstruct_share <= 1.0:
+        raise ValueError(f"reconstruct_share must be in [0, 1], got {reconstruct_share}")
     images, labels = render_portraits(seed, range(1, train_images + 1), image_size)
     x_all = to_tensor(images, image_size)
+    x_rec = None
+    if reconstruct is not None:
+        with torch.no_grad():
+            x_rec = torch.cat([reconstruct(x_all[i:i + 256]).clamp(0, 1) for i in range(0, len(x_all), 256)])
+        if x_rec.shape != x_all.shape:
+            raise ValueError(f"reconstruct returned {tuple(x_rec.shape)} for images {tuple(x_all.shape)}")
     y_all = {name: torch.from_numpy(v) for name, v in labels.items()}
     cfg = TraitConfig(image_size=image_size, width=width, seed=seed, steps=steps, train_images=train_images)
     with torch.random.fork_rng(devices=[]):
@@ -230,7 +278,11 @@ def train_trait_classifier(seed: int = 0, steps: int = 800, train_images: int = 
     net.train()
     for _ in tqdm(range(steps), desc="trait classifier", unit="step", disable=not progress):
         idx = torch.randint(len(x_all), (batch_size,), generator=gen)
-        logits = net(augment(x_all[idx], gen))
+        batch = x_all[idx]
+        if x_rec is not None:
+            pick = torch.rand(batch_size, generator=gen) < reconstruct_share
+            batch = torch.where(pick[:, None, None, None], x_rec[idx], batch)
+        logits = net(augment(batch, gen))
         loss = sum(F.cross_entropy(logits[name], y_all[name][idx]) for name in TRAIT_CLASSES)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,215 @@
+"""Train the mini SDXL from scratch (the `base` stage with `models.sdxl: mini`): the mini-world's "pretraining".
+
+Three phases, as for latent diffusion:
+1. Render a corpus of single-person portraits of fresh random identities (a world seed of its own, so the
+   corpus people are not the ingest world's) and write `captions_per_image` captions for each
+   (`mini.corpus_caption`: a `describe_share` of them describe the person, the rest name only the class).
+2. Train the AutoencoderKL: L = ||D(z) - I||^2 + kl_weight * KL(q(z|I) || N(0, I)), z ~ q(z|I). Then set
+   `scaling_factor` = 1 / std of the posterior means, in the config before saving (SDXL's 0.13025 plays the
+   same role: unit-variance latents for the diffusion model).
+3. Train the UNet and both text encoders (less their token tables) together on those latents with the
+   pipeline scheduler's noise schedule (`mini.MINI_SCHEDULER`) and its objective, for v-prediction
+   L = ||v - v_theta(x_t, t, c)||^2 with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and
+   v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (epsilon: the target is eps), dropping the
+   caption 10% of the time to SDXL's zeroed embeddings (`force_zeros_for_empty_prompt`), the unconditional
+   branch of classifier-free guidance. An EMA of the UNet is what is saved. The text encoders are frozen
+   afterwards, like SDXL's: the mapper later trains against them.
+
+Everything runs from seeds; with the same arguments and thread count the saved weights are the same bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cocoins.data.synthetic import SCENES, ImageSpec, WorldConfig, draw_traits, render
+from cocoins.sdxl.encode import PromptEncoder, TokenizedPrompts, TokenSequences
+from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl, corpus_caption
+
+
+@dataclass(frozen=True)
+class MiniTrainConfig:
+    """How the mini SDXL is trained (defaults: the embedded mini-world, about 16 minutes on 2 CPU cores)."""
+    seed: int = 0
+    corpus_seed: int = 1000            # world seed of the corpus identities (the ingest world uses data.seed)
+    corpus_images: int = 4000
+    captions_per_image: int = 4
+    describe_share: float = 0.6        # captions that describe the person; the rest name only the class
+    vae_steps: int = 3000
+    vae_batch: int = 16                # measured: small batches, more steps reach a lower MSE in the same time
+    vae_lr: float = 3e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 2500
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    warmup_steps: int = 100
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+
+
+@dataclass
+class MiniCorpus:
+    images: torch.Tensor        # [N, 3, S, S] float32 in [-1, 1]
+    captions: list[list[str]]   # N lists of captions_per_image captions
+
+
+def render_corpus(cfg: MiniTrainConfig, image_size: int) -> MiniCorpus:
+    """Portraits of `corpus_images` random identities (one image each), scenes drawn per image."""
+    world = WorldConfig(seed=cfg.corpus_seed, image_size=image_size)
+    rng = random.Random(cfg.corpus_seed)
+    scenes = list(SCENES)
+    pixels, captions = [], []
+    for k in tqdm(range(cfg.corpus_images), desc="mini corpus", unit="img"):
+        traits = draw_traits(cfg.corpus_seed, k + 1)
+        spec = ImageSpec(f"{k:06d}", (k + 1,), rng.choice(scenes), k)
+        image, _ = render(spec, {k + 1: traits}, world)
+        pixels.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        captions.append([corpus_caption(traits, spec.scene, rng, cfg.describe_share)
+                         for _ in range(cfg.captions_per_image)])
+    x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return MiniCorpus(images=x.contiguous(), captions=captions)
+
+
+def _cosine_lr(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_vae(vae, images: torch.Tensor, cfg: MiniTrainConfig, gen: torch.Generator) -> dict[str, float]:
+    """Phase 2: reconstruction MSE + kl_weight * KL, AdamW with cosine decay. Returns the last losses."""
+    vae.train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.vae_steps, cfg.warmup_steps))
+    mse = kl = 0.0
+    bar = tqdm(range(cfg.vae_steps), desc="mini VAE", unit="step")
+    for _ in bar:
+        batch = images[torch.randint(len(images), (cfg.vae_batch,), generator=gen)]
+        posterior = vae.encode(batch).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        rec_loss = F.mse_loss(recon, batch)
+        kl_loss = posterior.kl().mean()
+        loss = rec_loss + cfg.kl_weight * kl_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        mse, kl = rec_loss.item(), kl_loss.item()
+        bar.set_postfix(mse=f"{mse:.4f}")
+    vae.eval().requires_grad_(False)
+    return {"vae_mse": mse, "vae_kl": kl}
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Posterior means (unscaled), as `cocoins.data.shards` encodes the training set."""
+    return torch.cat([vae.encode(images[i:i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
+
+
+def _subset(tokenized: TokenizedPrompts, rows: list[int]) -> TokenizedPrompts:
+    seqs = tuple(TokenSequences(s.input_ids[rows], tuple(s.positions[r] for r in rows),
+                                tuple(s.subjects[r] for r in rows)) for s in tokenized.sequences)
+    return TokenizedPrompts(tuple(tokenized.prompts[r] for r in rows), seqs, False,
+                            tuple(tokenized.dropped[r] for r in rows))
+
+
+def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: MiniTrainConfig,
+               gen: torch.Generator) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Phase 3: the scheduler's objective on scaled latents, UNet and text encoders together. Returns (EMA UNet,
+    last losses)."""
+    unet, te1, te2 = pipe.unet, pipe.text_encoder, pipe.text_encoder_2
+    encoder = PromptEncoder.from_pipeline(pipe)
+    flat = [c for per_image in captions for c in per_image]
+    tokenized = encoder.tokenize(flat, insert=False)
+    per_image = len(captions[0])
+    alphas_cumprod = pipe.scheduler.alphas_cumprod.float()
+    prediction_type = pipe.scheduler.config.prediction_type
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"the mini trainer supports epsilon and v_prediction, not {prediction_type!r}")
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32)   # SDXL micro-conditioning
+    modules = (unet, te1, te2)
+    for m in modules:
+        m.train().requires_grad_(True)
+    for te in (te1, te2):
+        # The 49,408-row token tables stay at their random init: the corpus uses ~100 of their rows, and
+        # updating all 6.3M entries every step (AdamW on dense gradients) doubled the step time. The
+        # transformer layers learn to read the fixed random word vectors instead.
+        te.get_input_embeddings().requires_grad_(False)
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.unet_steps, cfg.warmup_steps))
+    loss_value = 0.0
+    bar = tqdm(range(cfg.unet_steps), desc="mini UNet + text encoders", unit="step")
+    for step in bar:
+        rows = torch.randint(len(latents), (cfg.unet_batch,), generator=gen)
+        which = torch.randint(per_image, (cfg.unet_batch,), generator=gen)
+        x0 = latents[rows]
+        encoded = encoder.encode(_subset(tokenized, (rows * per_image + which).tolist()))
+        keep = (torch.rand(cfg.unet_batch, generator=gen) >= cfg.caption_dropout).float()
+        context = encoded.prompt_embeds * keep[:, None, None]
+        pooled = encoded.pooled_prompt_embeds * keep[:, None]
+        t = torch.randint(len(alphas_cumprod), (cfg.unet_batch,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        abar = alphas_cumprod[t][:, None, None, None]
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+        pred = unet(x_t, t, encoder_hidden_states=context,
+                    added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids.expand(len(t), -1)}).sample
+        target = eps if prediction_type == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))   # warm-up of the EMA (as diffusers' EMAModel)
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), unet.parameters()):
+                e.lerp_(p, 1 - decay)
+        loss_value = 0.98 * loss_value + 0.02 * loss.item() if step else loss.item()
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+    for m in modules:
+        m.eval().requires_grad_(False)
+    return ema, {"unet_loss_ema": loss_value}
+
+
+def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(),
+                    arch: MiniArchitecture = MiniArchitecture()) -> dict[str, float]:
+    """Train the mini SDXL and save it as a diffusers directory (safetensors) in `out_dir`; return a summary
+    (final losses, latent scaling factor, corpus size)."""
+    if cfg.corpus_images < max(cfg.vae_batch, cfg.unet_batch):
+        raise ValueError(f"corpus_images ({cfg.corpus_images}) must be at least the batch sizes "
+                         f"({cfg.vae_batch}, {cfg.unet_batch})")
+    if not 0.0 <= cfg.describe_share <= 1.0 or not 0.0 <= cfg.caption_dropout < 1.0:
+        raise ValueError("describe_share must be in [0, 1] and caption_dropout in [0, 1)")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    corpus = render_corpus(cfg, arch.image_size)
+    pipe = build_mini_sdxl(arch, cfg.seed)
+    summary = train_vae(pipe.vae, corpus.images, cfg, gen)
+    raw = encode_latents(pipe.vae, corpus.images)
+    scaling = float(1.0 / raw.std())
+    # In the config, before saving: `scaling_factor` is a registered config value, not an attribute.
+    pipe.vae.register_to_config(scaling_factor=scaling)
+    ema, unet_summary = train_unet(pipe, raw * scaling, corpus.captions, cfg, gen)
+    pipe.unet.load_state_dict(ema.state_dict())
+    out = Path(out_dir)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return {**summary, **unet_summary, "vae_scaling_factor": scaling, "corpus_images": len(corpus.images),
+            "corpus_captions": sum(len(c) for c in corpus.captions)}
+
+
+def replace_steps(cfg: MiniTrainConfig, scale: float) -> MiniTrainConfig:
+    """The same recipe with every step count scaled (tests and quick looks)."""
+    return replace(cfg, vae_steps=max(1, int(cfg.vae_steps * scale)), unet_steps=max(1, int(cfg.unet_steps * scale)),
+                   warmup_steps=max(1, int(cfg.warmup_steps * scale)))

@@ -1,0 +1,96 @@
+"""The mini SDXL (models.sdxl: mini): real SDXL classes, its corpus captions, and a short training run."""
+
+import json
+import random
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+from cocoins.data.synthetic import SCENE_PHRASES, SCENES, draw_traits
+from cocoins.sdxl.load import load_pipeline
+from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl, corpus_caption, parameter_count, trait_phrases
+from cocoins.sdxl.mini_train import MiniTrainConfig, encode_latents, render_corpus, train_mini_sdxl
+
+TINY_RUN = MiniTrainConfig(corpus_images=32, vae_steps=3, vae_batch=8, unet_steps=3, unet_batch=8, warmup_steps=1)
+
+
+def test_architecture_is_sdxl_classes_at_mini_size():
+    pipe = build_mini_sdxl()
+    assert isinstance(pipe.vae, AutoencoderKL) and isinstance(pipe.unet, UNet2DConditionModel)
+    assert isinstance(pipe.text_encoder, CLIPTextModel)
+    assert isinstance(pipe.text_encoder_2, CLIPTextModelWithProjection)
+    assert isinstance(pipe.scheduler, EulerDiscreteScheduler)
+    assert pipe.unet.config.addition_embed_type == "text_time"
+    assert pipe.vae_scale_factor == 4 and pipe.unet.config.sample_size == 8
+    assert pipe.unet.config.cross_attention_dim == 2 * MiniArchitecture().text_width
+    assert 0.9e6 < parameter_count(pipe.unet) < 1.3e6
+
+
+def test_every_scene_has_words():
+    assert set(SCENE_PHRASES) == set(SCENES)
+
+
+def test_corpus_captions_describe_a_share_and_name_the_class():
+    traits = [draw_traits(3, i) for i in range(1, 201)]
+    rng = random.Random(0)
+    none = [corpus_caption(t, "park green", rng, describe_share=0.0) for t in traits]
+    assert not any(" with " in c for c in none)
+    for t, c in zip(traits, none):
+        assert ("man" if t.male else "woman") in c or "person" in c
+    every = [corpus_caption(t, "park green", rng, describe_share=1.0) for t in traits]
+    assert all(" with " in c for c in every)
+    for t, c in zip(traits, every):   # whatever it describes is true of the person
+        described = c.split(" with ", 1)[1]
+        assert any(p in described for p in trait_phrases(t)), c
+    share = sum(" with " in corpus_caption(t, "sky blue", rng, 0.6) for t in traits for _ in range(5)) / 1000
+    assert 0.52 < share < 0.68
+    again = [corpus_caption(t, "park green", random.Random(0), 0.0) for t in traits[:5]]
+    assert again == [corpus_caption(t, "park green", random.Random(0), 0.0) for t in traits[:5]]
+
+
+def test_corpus_is_a_pure_function_of_its_config():
+    a, b = render_corpus(TINY_RUN, 32), render_corpus(TINY_RUN, 32)
+    assert torch.equal(a.images, b.images) and a.captions == b.captions
+    assert a.images.shape == (32, 3, 32, 32) and -1 <= a.images.min() and a.images.max() <= 1
+    assert all(len(c) == TINY_RUN.captions_per_image for c in a.captions)
+
+
+def test_short_training_saves_a_loadable_pipeline_with_its_scaling_factor(tmp_path):
+    torch.manual_seed(0)
+    summary = train_mini_sdxl(tmp_path / "mini", TINY_RUN)
+    config = json.loads((tmp_path / "mini" / "vae" / "config.json").read_text())
+    assert config["scaling_factor"] == pytest.approx(summary["vae_scaling_factor"])
+    pipe = load_pipeline(tmp_path / "mini")
+    assert pipe.vae.config.scaling_factor == pytest.approx(summary["vae_scaling_factor"])
+    # The factor gives unit-variance latents on the corpus, as SDXL's 0.13025 does on its data.
+    latents = encode_latents(pipe.vae, render_corpus(TINY_RUN, 32).images) * pipe.vae.config.scaling_factor
+    assert latents.std().item() == pytest.approx(1.0, rel=1e-4)
+    assert summary["corpus_captions"] == 32 * TINY_RUN.captions_per_image
+    # The text encoders' token tables stay at their random init (only the layers train).
+    fresh = build_mini_sdxl(seed=TINY_RUN.seed)
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight,
+                       fresh.text_encoder.get_input_embeddings().weight)
+    assert not torch.equal(pipe.text_encoder.text_model.encoder.layers[0].mlp.fc1.weight,
+                           fresh.text_encoder.text_model.encoder.layers[0].mlp.fc1.weight)
+    image = pipe("a photo of a man", num_inference_steps=2, height=32, width=32,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+
+
+def test_training_is_deterministic(tmp_path):
+    torch.manual_seed(1)
+    train_mini_sdxl(tmp_path / "a", TINY_RUN)
+    torch.manual_seed(2)   # global RNG state must not matter
+    train_mini_sdxl(tmp_path / "b", TINY_RUN)
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "text_encoder_2/model.safetensors"):
+        assert (tmp_path / "a" / part).read_bytes() == (tmp_path / "b" / part).read_bytes(), part
+
+
+def test_bad_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="corpus_images"):
+        train_mini_sdxl(tmp_path, MiniTrainConfig(corpus_images=4))
+    with pytest.raises(ValueError, match="describe_share"):
+        train_mini_sdxl(tmp_path, MiniTrainConfig(describe_share=1.5))
