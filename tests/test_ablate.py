@@ -60,11 +60,13 @@ def test_exp_show_parsing_and_rendering(tmp_path):
     assert found["table12-b1"]["portraits.latent_sim"] == 0.25 and found["table12-b3"]["scenes.clip"] == 0.3
     table = TABLES["table12"]
     md = render(table, list(enumerate(table.rows)), found, {}, tmp_path)
-    assert "| beta = 1 | loss.beta=1 | 0.500 | n/a | 0.300 | 0.250 | 0.010 | 0.528 | 0.735 | 0.291 | table12-b1 |" in md
+    # Columns null in every row (face Div and the identity metrics here) are omitted and listed.
+    assert "| beta = 1 | loss.beta=1 | 0.500 | 0.300 | 0.250 | 0.010 | 0.528 | 0.735 | 0.291 | table12-b1 |" in md
+    assert "Omitted (null in every row): Div, id Sim, id Div, id Sim Scenes" in md
     assert "table12-b2: no result" in md
     rows = list(csv.DictReader((tmp_path / "table12.csv").open()))
     assert [r["latent Sim"] for r in rows] == ["0.25", "", "0.75"] and rows[0]["paper Sim"] == "0.528"
-    assert set(COLUMNS) <= set(rows[0])
+    assert {"Sim", "CLIP", "latent Sim", "latent Div"} <= set(rows[0]) and "Div" not in rows[0]
 
 
 @pytest.mark.slow
