@@ -80,7 +80,7 @@ def test_absent_face_model_is_null_with_reason_or_an_error_when_strict():
     config = MetricConfig(face_backend="arcface", clip_model=None)
     backends = Backends.load(config)
     assert backends.faces is None and "arcface_dir" in backends.unavailable["face"]
-    assert set(backends.unavailable) == {"face", "clip", "dreamsim", "fid"}
+    assert set(backends.unavailable) == {"face", "clip", "dreamsim", "fid", "identity"}
     with pytest.raises(MetricUnavailable, match="face is unavailable.*eval.strict"):
         Backends.load(MetricConfig(face_backend="arcface", strict=True))
     assert "none" in Backends.load(MetricConfig(face_backend="none", clip_model=None)).unavailable["face"]
