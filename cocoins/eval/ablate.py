@@ -118,7 +118,8 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     table = TABLES[name]
     picked = [(i, r) for i, r in enumerate(table.rows) if rows is None or i in rows]
     problems = {i: f"not run: {p}" for i, r in picked if (p := row_problem(r, root / "params.yaml"))}
-    existing = experiments(json.loads(dvc("exp", "show", "--json", cwd=root) or "[]"))
+    # -A: experiments of every commit, so rows queued before a later commit are still found (and not rerun).
+    existing = experiments(json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]"))
     queued = []
     for i, row in picked:
         exp = experiment_name(table, row)
@@ -131,7 +132,7 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     if queued and run:
         print(f"running {len(queued)} experiment(s): {', '.join(queued)}", file=sys.stderr)
         dvc("exp", "run", "--run-all", "-j", str(jobs), cwd=root)
-    results = experiments(json.loads(dvc("exp", "show", "--json", cwd=root) or "[]"))
+    results = experiments(json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]"))
     return render(table, picked, results, problems, out_dir or root / "reports" / "ablations")
 
 
