@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -208,8 +208,3 @@ def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(
     return {**summary, **unet_summary, "vae_scaling_factor": scaling, "corpus_images": len(corpus.images),
             "corpus_captions": sum(len(c) for c in corpus.captions)}
 
-
-def replace_steps(cfg: MiniTrainConfig, scale: float) -> MiniTrainConfig:
-    """The same recipe with every step count scaled (tests and quick looks)."""
-    return replace(cfg, vae_steps=max(1, int(cfg.vae_steps * scale)), unet_steps=max(1, int(cfg.unet_steps * scale)),
-                   warmup_steps=max(1, int(cfg.warmup_steps * scale)))
