@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from collections import Counter
 from pathlib import Path
 
@@ -31,10 +32,10 @@ def main() -> None:
             m = params.mini
             seed_everything(models.seed)
             torch.set_num_threads(m.cpu_threads)   # fixed: the same weights, bit for bit, on any CPU
-            cfg = MiniTrainConfig(seed=models.seed, corpus_seed=m.corpus_seed, corpus_images=m.corpus_images,
-                                  describe_share=m.describe_share, vae_steps=m.vae_steps, vae_batch=m.vae_batch,
-                                  vae_lr=m.vae_lr, unet_steps=m.unet_steps, unet_batch=m.unet_batch,
-                                  unet_lr=m.unet_lr)
+            # The params group and the library config share field names (the library's extra knobs keep
+            # their defaults; cpu_threads is the stage's own).
+            cfg = MiniTrainConfig(seed=models.seed, **{f.name: getattr(m, f.name) for f in fields(MiniTrainConfig)
+                                                       if hasattr(m, f.name)})
             start = time.perf_counter()
             summary = train_mini_sdxl(tmp, cfg)
             write_json({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in summary.items()},
