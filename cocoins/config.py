@@ -147,6 +147,7 @@ class MapperParams:
 class TripletParams:
     same_prompt: bool = False
     same_noise: bool = False
+    min_timestep: int = 0
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def main() -> None:
                          gradient_accumulation_steps=t.gradient_accumulation_steps)
     data_key = hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest()[:16]
     result = train_mapper(pipe, encoder, shards, mapper_config, loss_config,
-                          TripletConfig(params.triplet.same_prompt, params.triplet.same_noise), config,
+                          TripletConfig(**dataclasses.asdict(params.triplet)), config,
                           "models/mapper", "models/checkpoints", REPORT_DIR / "live", accelerator, data_key)
     if accelerator.is_main_process:
         final = {k: float(f"{v:.6g}") for k, v in result.final.items() if k != "step"}

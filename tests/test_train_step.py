@@ -227,3 +227,25 @@ def test_gradient_checkpointing_saves_memory_and_gives_the_same_gradients(setup)
     assert ckpt_bytes < plain_bytes / 2 and ckpt_loss == plain_loss   # (2.7x less on the tiny UNet)
     for a, b in zip(plain, grads(mapper)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_min_timestep_floors_the_drawn_timesteps_and_zero_keeps_the_papers_draws(setup):
+    pipe, encoder, mapper, spec, batch = setup
+    steps = len(spec.alphas_cumprod)
+    many = [sample_generator(3, i) for i in range(64)]
+    wide = Batch(batch.latents[:1].repeat(64, 1, 1, 1), batch.masks[:1].repeat(64, 1, 1, 1),
+                 batch.time_ids[:1].repeat(64, 1), batch.captions1[:1] * 64, batch.captions2[:1] * 64,
+                 torch.zeros(64, dtype=torch.long))
+    t_paper = CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(), TripletConfig()).draw(wide, many)[-1]
+    many = [sample_generator(3, i) for i in range(64)]
+    t_zero = CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(),
+                         TripletConfig(min_timestep=0)).draw(wide, many)[-1]
+    assert torch.equal(t_paper, t_zero) and t_paper.min() < steps // 2
+    many = [sample_generator(3, i) for i in range(64)]
+    t_high = CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(),
+                         TripletConfig(min_timestep=steps // 2)).draw(wide, many)[-1]
+    assert t_high.min() >= steps // 2 and t_high.max() < steps
+    with pytest.raises(ValueError, match="set triplet.min_timestep below"):
+        CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(), TripletConfig(min_timestep=steps)).draw(batch, gens(0))
+    with pytest.raises(ValueError, match="min_timestep must be >= 0"):
+        TripletConfig(min_timestep=-1)

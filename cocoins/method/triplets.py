@@ -10,9 +10,19 @@ import torch
 
 @dataclass(frozen=True)
 class TripletConfig:
-    """Table 5's switches: reuse caption 1 (same_prompt) or noise ε1 (same_noise) for the positive."""
+    """Table 5's switches: reuse caption 1 (same_prompt) or noise ε1 (same_noise) for the positive.
+
+    `min_timestep` draws t uniformly from [min_timestep, T) instead of the paper's [0, T). Not in the paper:
+    an option for small models, where low-noise samples (every code gives the same x0 estimate, so
+    L_dis(x̂*, x̂-) is tiny and λ_neg / L_dis huge) can take over the negative term of Eq. 7.
+    """
     same_prompt: bool = False
     same_noise: bool = False
+    min_timestep: int = 0
+
+    def __post_init__(self):
+        if self.min_timestep < 0:
+            raise ValueError(f"min_timestep must be >= 0, got {self.min_timestep}")
 
 
 def add_noise(x: torch.Tensor, noise: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:

@@ -119,11 +119,16 @@ class CocoinsStep:
 
     def draw(self, batch: Batch, generators: Sequence[torch.Generator]):
         """Per sample b, from generators[b] on the CPU (so CPU and GPU runs see the same numbers):
-        codes z1, z2 [S, c] (Eq. 5), noises ε1, ε2 (Eq. 6) and a timestep t uniform over the T steps."""
+        codes z1, z2 [S, c] (Eq. 5), noises ε1, ε2 (Eq. 6) and a timestep t uniform over the T steps
+        (over [min_timestep, T) when the triplet config sets a floor)."""
         if len(generators) != batch.latents.shape[0]:
             raise ValueError(f"need one generator per sample: got {len(generators)} for "
                              f"{batch.latents.shape[0]} samples")
         total = subject_count(batch.captions1 + batch.captions2)
+        steps = len(self.spec.alphas_cumprod)
+        if self.triplet_config.min_timestep >= steps:
+            raise ValueError(f"triplet min_timestep {self.triplet_config.min_timestep} leaves no timestep: the "
+                             f"scheduler has {steps}; set triplet.min_timestep below {steps}")
         z1, z2, eps1, eps2, t = [], [], [], [], []
         for g, c1, c2 in zip(generators, batch.captions1, batch.captions2):
             own = subject_count([c1, c2])
@@ -131,7 +136,7 @@ class CocoinsStep:
             z2.append(draw_codes(g, own, total, self.code_dim))
             eps1.append(torch.randn(batch.latents.shape[1:], generator=g))
             eps2.append(torch.randn(batch.latents.shape[1:], generator=g))
-            t.append(torch.randint(0, len(self.spec.alphas_cumprod), (), generator=g))
+            t.append(torch.randint(self.triplet_config.min_timestep, steps, (), generator=g))
         device, dtype = batch.latents.device, batch.latents.dtype
         floats = tuple(torch.stack(v).to(device, dtype) for v in (z1, z2, eps1, eps2))
         return (*floats, torch.stack(t).to(device))
