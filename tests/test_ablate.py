@@ -45,10 +45,20 @@ def test_rows_agree_with_the_readme_mapping():
             assert any(set(group) <= set(r.settings) for r in rows), f"README {group} has no row in table{number}"
 
 
-def _exp_show(name: str, latent_sim: float) -> dict:
+def _exp_show(name: str, latent_sim: float, error: dict | None = None) -> dict:
     metrics = {"portraits": {"latent_sim": latent_sim, "latent_div": 0.01, "face_sim": 0.5}, "scenes": {"clip": 0.3}}
-    return {"rev": "abc", "name": name, "error": None, "experiments": None,
+    return {"rev": "abc", "name": name, "error": error, "experiments": None,
             "data": {"params": {}, "metrics": {"reports/eval/metrics.json": {"data": metrics}}}}
+
+
+def test_a_failed_experiment_is_not_a_result():
+    # DVC lists a failed run with an error and the metrics of the commit it started from: not its own.
+    failed = _exp_show("table4-mask", 0.9, error={"msg": "Experiment run failed", "type": ""})
+    show = [{"rev": "123", "name": "main", "data": {"metrics": {}},
+             "experiments": [{"name": "table4-mask", "executor": {"state": "failed"}, "revs": [failed]},
+                             {"name": "table4-ours", "executor": None, "revs": [_exp_show("table4-ours", 0.5)]}]}]
+    assert "table4-ours" in experiments(show) and "table4-mask" not in experiments(show)
+    assert set(experiments(show, failed=True)) == {"table4-mask"}
 
 
 def test_exp_show_parsing_and_rendering(tmp_path):

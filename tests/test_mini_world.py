@@ -11,7 +11,7 @@ import pytest
 
 from test_pipeline_dvc import run, small_project   # the DVC test's project copy and command runner
 
-# Sizes: the smallest base tried that draws a new person per noise. With 600 UNet steps (2,000 images) the
+# Sizes: the smaller of the two bases tried that draws a new person per noise. With 600 UNet steps (2,000 images) the
 # base drew nearly one person for every noise (Portraits identity Div 0.15) and no code could do better;
 # with 1,200 steps it draws varied people (0.34) and the whole run takes about 9 minutes on 2 cores.
 EFFECT = {
@@ -25,6 +25,7 @@ EFFECT = {
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)   # about 9 minutes on 2 cores; the suite's default is 900 s
 def test_a_briefly_trained_mapper_keeps_the_identity_better_than_no_pseudo_word(tmp_path):
     env = small_project(tmp_path, groups=EFFECT)
     run("dvc repro evaluate", tmp_path, env)

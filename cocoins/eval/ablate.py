@@ -57,8 +57,12 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def experiments(show: list | dict) -> dict[str, dict]:
-    """{experiment name: flattened metrics of METRICS_FILE} from `dvc exp show --json` (DVC 3 layout)."""
+def experiments(show: list | dict, failed: bool = False) -> dict[str, dict]:
+    """{experiment name: flattened metrics of METRICS_FILE} from `dvc exp show --json` (DVC 3 layout).
+
+    A failed experiment is left out (`failed=True`: only those are returned): its entry carries an error and
+    the metrics of the commit it started from, which are not its own.
+    """
     found: dict[str, dict] = {}
 
     def walk(node) -> None:
@@ -68,8 +72,9 @@ def experiments(show: list | dict) -> dict[str, dict]:
         elif isinstance(node, dict):
             data = node.get("data")
             if node.get("name") and isinstance(data, dict) and "metrics" in data:
-                metrics = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data", {})
-                found.setdefault(node["name"], flatten(metrics))
+                if bool(node.get("error")) == failed:
+                    metrics = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data", {})
+                    found.setdefault(node["name"], flatten(metrics))
             for value in node.values():
                 if isinstance(value, (list, dict)):
                     walk(value)
@@ -119,7 +124,8 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     picked = [(i, r) for i, r in enumerate(table.rows) if rows is None or i in rows]
     problems = {i: f"not run: {p}" for i, r in picked if (p := row_problem(r, root / "params.yaml"))}
     # -A: experiments of every commit, so rows queued before a later commit are still found (and not rerun).
-    existing = experiments(json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]"))
+    show = json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]")
+    existing, failed = experiments(show), experiments(show, failed=True)
     queued = []
     for i, row in picked:
         exp = experiment_name(table, row)
@@ -127,12 +133,15 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
             continue
         if exp in existing:
             dvc("exp", "remove", exp, cwd=root)
+        if exp in failed:   # its queue entry still holds the name
+            dvc("queue", "remove", exp, cwd=root)
         dvc("exp", "run", "--queue", "-n", exp, *[a for s in row.settings for a in ("-S", s)], cwd=root)
         queued.append(exp)
     if queued and run:
         print(f"running {len(queued)} experiment(s): {', '.join(queued)}", file=sys.stderr)
         dvc("exp", "run", "--run-all", "-j", str(jobs), cwd=root)
-    results = experiments(json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]"))
+    show = json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]")
+    results = experiments(show)
     return render(table, picked, results, problems, out_dir or root / "reports" / "ablations")
 
 
