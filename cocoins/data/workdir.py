@@ -1,7 +1,7 @@
 """Restartable, shardable processing for the data stages (caption, tag, mask).
 
 A stage hands `run_chunked` its input rows, a key per row and a `process(chunk) -> rows` function. Results
-go to a persistent work dir (`data/work/<stage>/`, a DVC `persist: true` output) one chunk at a time, each
+go to a work dir (`data/work/<stage>/`, git-ignored and not a DVC output) one chunk at a time, each
 chunk a Parquet file written atomically. A stage killed at 80% finds 80% of its rows there on the next run
 and processes only the rest; the final table is assembled from the chunks in input order and written once
 by the stage. Keys hash each row's input values, so rows whose input changed are redone, and rows added
