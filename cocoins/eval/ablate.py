@@ -35,6 +35,11 @@ def dvc(*args: str, cwd: Path) -> str:
     return proc.stdout
 
 
+def exp_show(root: Path) -> list | dict:
+    """`dvc exp show --json -A`: experiments of every commit, so rows queued before a later commit are found."""
+    return json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]")
+
+
 def row_problem(row: Row, params_path: Path) -> str:
     """'' if the row's -S settings pass the params schema, else the schema's message."""
     raw = yaml.safe_load(params_path.read_text()) or {}
@@ -123,8 +128,7 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     table = TABLES[name]
     picked = [(i, r) for i, r in enumerate(table.rows) if rows is None or i in rows]
     problems = {i: f"not run: {p}" for i, r in picked if (p := row_problem(r, root / "params.yaml"))}
-    # -A: experiments of every commit, so rows queued before a later commit are still found (and not rerun).
-    show = json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]")
+    show = exp_show(root)
     existing, failed = experiments(show), experiments(show, failed=True)
     queued = []
     for i, row in picked:
@@ -140,9 +144,7 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     if queued and run:
         print(f"running {len(queued)} experiment(s): {', '.join(queued)}", file=sys.stderr)
         dvc("exp", "run", "--run-all", "-j", str(jobs), cwd=root)
-    show = json.loads(dvc("exp", "show", "--json", "-A", cwd=root) or "[]")
-    results = experiments(show)
-    return render(table, picked, results, problems, out_dir or root / "reports" / "ablations")
+    return render(table, picked, experiments(exp_show(root)), problems, out_dir or root / "reports" / "ablations")
 
 
 def main(argv: list[str] | None = None) -> None:

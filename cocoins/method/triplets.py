@@ -13,8 +13,8 @@ class TripletConfig:
     """Table 5's switches: reuse caption 1 (same_prompt) or noise ε1 (same_noise) for the positive.
 
     `min_timestep` draws t uniformly from [min_timestep, T) instead of the paper's [0, T). Not in the paper:
-    an option for small models, where low-noise samples (every code gives the same x0 estimate, so
-    L_dis(x̂*, x̂-) is tiny and λ_neg / L_dis huge) can take over the negative term of Eq. 7.
+    tried on the mini-world to keep low-noise samples (tiny L_dis(x̂*, x̂-), huge λ_neg / L_dis) from
+    dominating Eq. 7's negative term; it did not restore Div there (README, "The mini-world").
     """
     same_prompt: bool = False
     same_noise: bool = False

@@ -35,7 +35,7 @@ from cocoins.sdxl.load import load_pipeline
 PAIRS = ("noise", "code", "code, f0", "pseudo-word", "words")
 
 
-def _other_identity_captions(reader: ShardReader, rows: dict) -> list[str]:
+def _other_identity_captions(rows: dict) -> list[str]:
     """For each sample, the caption of the next sample with the same class word and another identity."""
     nouns = [parse_tagged(c).spans[0].text for c in rows["captions1"]]
     ids = rows["identities"].tolist()
@@ -60,7 +60,7 @@ def measure(pipe, mapper: Mapper, untrained: Mapper, reader: ShardReader, sample
     positions = torch.randperm(len(reader), generator=g)[:samples].tolist()
     rows = reader.rows(positions)
     x, masks, time_ids = rows["latents"], rows["masks"].float(), rows["time_ids"]
-    captions, others = rows["captions1"], _other_identity_captions(reader, rows)
+    captions, others = rows["captions1"], _other_identity_captions(rows)
     n, steps = len(positions), len(pipe.scheduler.alphas_cumprod)
     alphas = pipe.scheduler.alphas_cumprod.float()
     t = torch.randint(0, steps, (n,), generator=g)
@@ -75,13 +75,13 @@ def measure(pipe, mapper: Mapper, untrained: Mapper, reader: ShardReader, sample
                         added_cond_kwargs={"text_embeds": cond.pooled_prompt_embeds, "time_ids": time_ids}).sample
         return ddim_x0(out, x_t, alphas[t], pipe.scheduler.config.prediction_type)
 
-    anchor = estimate(captions, mapper(z1), eps1)
+    anchor, plain = estimate(captions, mapper(z1), eps1), estimate(captions, None, eps1)
     pairs = {
         "noise": (anchor, estimate(captions, mapper(z1), eps2)),
         "code": (anchor, estimate(captions, mapper(z2), eps1)),
         "code, f0": (estimate(captions, untrained(z1), eps1), estimate(captions, untrained(z2), eps1)),
-        "pseudo-word": (anchor, estimate(captions, None, eps1)),
-        "words": (estimate(captions, None, eps1), estimate(others, None, eps1)),
+        "pseudo-word": (anchor, plain),
+        "words": (plain, estimate(others, None, eps1)),
     }
     quarter = (t * 4 // steps).clamp(max=3)
     table = {}
