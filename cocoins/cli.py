@@ -96,9 +96,11 @@ def _open(args: argparse.Namespace):
 
 
 def _pseudo_words(mapper, codes: torch.Tensor) -> torch.Tensor:
-    """w = f(z) (Eq. 3) for codes [..., c], computed in fp32 on the mapper's device."""
-    with torch.no_grad():
-        return mapper(codes.to(next(mapper.parameters()).device))
+    """w = f(z) (Eq. 3) for codes [..., c], in fp32 on the mapper's device, one code at a time (see
+    `pseudo_words_one_by_one`: a code's word must not depend on the codes rendered beside it)."""
+    from cocoins.method.mapper import pseudo_words_one_by_one
+
+    return pseudo_words_one_by_one(mapper, codes)
 
 
 def _render(pipe, encoder, prompts: list[str], words: torch.Tensor | None, seeds: list[int],

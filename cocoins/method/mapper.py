@@ -79,3 +79,19 @@ class Mapper(nn.Module):
 def sample_codes(generator: torch.Generator, n: int, subjects: int, code_dim: int) -> torch.Tensor:
     """z ~ N(0, I) of Eq. 3, one code per subject: [n, subjects, c], drawn on CPU for reproducibility."""
     return torch.randn(n, subjects, code_dim, generator=generator)
+
+
+@torch.no_grad()
+def pseudo_words_one_by_one(mapper: Mapper, codes: torch.Tensor) -> torch.Tensor:
+    """w = f(z) (Eq. 3) for codes [..., c] -> [..., d], each code through the mapper alone.
+
+    Why not one batched call: BLAS picks its matrix kernel by the number of rows (and by the CPU's instruction
+    set), so f(z) computed among 6 codes and f(z) computed alone can differ in the last bits, and a diffusion
+    sampler magnifies that into other pixels. A character saved as a code must render the same image whatever
+    else is rendered with it, so every generating path (CLI, evaluation) uses this. The mapper is tiny next
+    to the UNet: the loop costs nothing measurable.
+    """
+    device = next(mapper.parameters()).device
+    flat = codes.reshape(-1, codes.shape[-1]).to(device)
+    words = [mapper(flat[i:i + 1]) for i in range(len(flat))]
+    return torch.cat(words).reshape(*codes.shape[:-1], -1)
