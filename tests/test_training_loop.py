@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cocoins.data.shards import ShardReader
 from cocoins.method.losses import LossConfig
-from cocoins.method.mapper import MapperConfig
+from cocoins.method.mapper import Mapper, MapperConfig
 from cocoins.method.triplets import TripletConfig
 from cocoins.runtime import UserError
 from cocoins.sdxl.tiny import build_tiny_sdxl
@@ -166,4 +166,9 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path, shards, fresh_accelerator_
     assert bf16.steps_run == 2 and bf16.final["loss"] != fp32.final["loss"]   # autocast really ran in bf16
     # Loose: the DDIM estimate divides by sqrt(ᾱ_t) (down to 0.07), magnifying bf16 rounding of ε̂ in L_back.
     assert bf16.final["loss"] == pytest.approx(fp32.final["loss"], rel=0.25)
-    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights(tmp_path, "bf16").values())
+    trained = weights(tmp_path, "bf16")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in trained.values())
+    # The bf16 steps moved every weight tensor (Adam at lr 1e-4: about 1e-4 a step), as the fp32 run did.
+    torch.manual_seed(CONFIG.seed)
+    init = Mapper(MapperConfig(code_dim=8, layers=2, hidden_dim=16, out_dims=(32, 32))).state_dict()
+    assert min((trained[k] - init[k]).abs().max().item() for k in init) > 5e-5
