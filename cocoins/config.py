@@ -221,6 +221,11 @@ class EvalParams:
     batch_size: int = 8
     seed: int = 1234
     cpu_threads: int = 1                      # torch threads when rendering on CPU (fixed: same bits anywhere)
+    # independent: its own initial noise per (identity, prompt, repeat), as the paper's Sim / Div; shared: per
+    # (prompt, repeat), so all codes of a subject start from the same noises (the paper's Figs. 8-9 only).
+    noise: Literal["independent", "shared"] = "independent"
+    scene_identities_per_subject: Optional[int] = None   # Scenes renders each subject's first N codes (null: all)
+    bootstrap_resamples: int = 1000           # per 95% interval of every Sim / Div / scene fidelity (0: none)
     face_backend: Literal["dlib", "arcface", "none"] = "dlib"
     arcface_dir: Optional[str] = None         # local insightface model folder (*.onnx), for face_backend: arcface
     clip_model: Optional[str] = "openai/clip-vit-large-patch14"  # hub id in the local HF cache, or a local dir
@@ -264,6 +269,7 @@ _POSITIVE = {
     "prompts.scenes_per_setting", "prompts.timeout", "prompts.retries",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
+    "eval.scene_identities_per_subject",
     "mini.corpus_images", "mini.vae_steps", "mini.vae_batch", "mini.vae_lr", "mini.unet_steps", "mini.unet_batch",
     "mini.unet_lr", "mini.cpu_threads", "mini.named_images", "diagnose.identities", "diagnose.seeds",
     "diagnose.ti_images", "diagnose.ti_steps", "diagnose.ti_batch", "diagnose.ti_lr", "diagnose.steps",
@@ -274,7 +280,8 @@ _NON_NEGATIVE = {"data.two_person_images", "caption.retry_wait", "tag.retry_wait
                  "mask.text_threshold", "mask.face_threshold", "train.warmup_steps", "train.weight_decay", "loss.gamma",
                  "loss.beta", "loss.lambda_con", "loss.lambda_back", "loss.margin", "mini.describe_share",
                  "mini.named_people", "mini.name_share",
-                 "identity.reconstruct_share", "identity.min_accuracy", "identity.check_images"}
+                 "identity.reconstruct_share", "identity.min_accuracy", "identity.check_images",
+                 "eval.bootstrap_resamples"}
 
 
 def _describe(tp) -> str:
