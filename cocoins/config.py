@@ -105,6 +105,7 @@ class MiniParams:
     named_people: int = 0
     named_images: int = 5
     name_share: float = 0.8
+    train_used_rows: bool = False
     vae_steps: int = 3000
     vae_batch: int = 16
     vae_lr: float = 3e-3
@@ -180,6 +181,7 @@ class LossParams:
     lambda_con: float = 1.0
     lambda_back: float = 30.0
     margin: float = 0.05
+    reciprocal_of: Literal["sample", "batch"] = "sample"
 
 
 @dataclass(frozen=True)

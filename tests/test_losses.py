@@ -47,6 +47,14 @@ def test_contrastive_loss_averages_per_sample_reciprocals():
     assert contrastive_loss(d_pos, d_neg, 1.0).item() == pytest.approx((1.5 + 3.25) / 2)
 
 
+def test_the_batch_reciprocal_takes_one_batch_distance():
+    d_pos, d_neg = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0])
+    # 2 + 1 / mean(2, 4): the reciprocal of the batch's MSE, not the mean of per-sample reciprocals.
+    assert contrastive_loss(d_pos, d_neg, 1.0, reciprocal_of="batch").item() == pytest.approx(2 + 1 / 3)
+    with pytest.raises(ValueError, match="reciprocal_of"):
+        contrastive_loss(d_pos, d_neg, 1.0, reciprocal_of="mean")
+
+
 def test_reciprocal_stays_finite_when_negative_collapses():
     loss = contrastive_loss(torch.tensor([0.0]), torch.tensor([0.0]), 1e-5)
     assert torch.isfinite(loss)
