@@ -73,7 +73,6 @@ PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0),
 # What the lent machine lacks, pinned as in pyproject.toml / the venv (open_clip: only its CLIP BPE file).
 CARRIED_WHEELS = ("diffusers==0.42.1", "importlib_metadata==10.2.0", "sam2==1.1.0", "hydra-core==1.3.8",
                   "omegaconf==2.3.1", "antlr4-python3-runtime==4.9.3", "iopath==0.1.10", "open-clip-torch==3.3.0")
-MIN_SAMPLES_S = 1e-9
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ FULL_TRAIN = (TrainSetting(512, 8), TrainSetting(512, 16), TrainSetting(512, 32)
               TrainSetting(1024, 2), TrainSetting(1024, 4), TrainSetting(1024, 8), TrainSetting(1024, 8, True),
               TrainSetting(1024, 16, True), TrainSetting(1024, 4, attention="plain"))
 FULL_COMPILE = TrainSetting(1024, 8, compile=True)
-TINY_TRAIN = (TrainSetting(32, 2), TrainSetting(32, 4), TrainSetting(32, 4, True), TrainSetting(32, 4, attention="plain"))
+TINY_TRAIN = (TrainSetting(32, 1), TrainSetting(32, 2), TrainSetting(32, 2, True), TrainSetting(32, 2, attention="plain"))
 
 
 class Budget:
@@ -253,8 +252,12 @@ def add_mfu(row: dict, peaks: dict) -> None:
 
 # ---- generate -------------------------------------------------------------------------------------------------
 def generation_pipeline(tiny: bool, device: torch.device, dtype: torch.dtype):
-    import evaluate as eval_bench
+    import importlib.util
 
+    # By path: `evaluate` is also the name of a Hugging Face package that a machine may have installed.
+    spec = importlib.util.spec_from_file_location("bench_evaluate", BENCH / "evaluate.py")
+    eval_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_bench)
     if tiny:
         pipe, encoder, mapper = eval_bench.tiny_setup(torch.get_num_threads())
         return pipe.to(device, dtype), encoder, mapper.to(device)
@@ -467,6 +470,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (tests this script)")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --tiny")
     parser.add_argument("--parts", default="train,generate,dataprep,compile")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 with --tiny: two threads on busy cores spin)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget for the whole suite")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the card (default: the table)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed steps per train setting (2 warm-ups)")
@@ -487,6 +492,8 @@ def main(argv=None) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("no CUDA device: run the suite on a GPU, or add --tiny to test it on the CPU")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if args.threads or args.tiny:
+        torch.set_num_threads(args.threads or 1)
     budget = Budget(args.budget_s)
     parts = args.parts.split(",")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -497,35 +504,44 @@ def main(argv=None) -> dict:
              "measured_matmul_tflops": measure_matmul(device, dtype, n, 3 if args.tiny else 10)}
     print(f"device {name}, peaks {json.dumps(peaks)}", flush=True)
     results: dict = {}
+    command = " ".join(["python benchmarks/gpu_suite.py", *(argv if argv is not None else sys.argv[1:])])
+    info = {"suite": "benchmarks/gpu_suite.py", "command": command,
+            "mode": "tiny configs, CPU" if args.tiny else "full size, random weights",
+            "device": {"name": name, "type": device.type, "dtype": str(dtype),
+                       "memory_gib": (round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+                                      if device.type == "cuda" else None)},
+            "versions": versions(), "python": platform.python_version(), "peaks": peaks, "budget_s": args.budget_s}
+
+    def write_report() -> dict:
+        """After every part, so that a run stopped from outside still leaves what it measured."""
+        report = {**info, "parts": results, "targets": targets(results, args.tiny), "seconds": budget.elapsed()}
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_suite.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "gpu_suite.md").write_text(markdown(report))
+        return report
+
     steps, warmup = (1, 1) if args.tiny else (args.train_steps, 2)
-    if "train" in parts:
+    if "train" in parts:   # leaves 150 s of the budget to the parts after it
         run_part(results, "train", lambda: {"rows": bench_train(TrainBench(args.tiny, device, dtype, steps, warmup),
                                                                  TINY_TRAIN if args.tiny else FULL_TRAIN, budget,
-                                                                 150.0 if not args.tiny else 0.0, peaks)})
+                                                                 0.0 if args.tiny else 150.0, peaks)})
+        write_report()
     if "generate" in parts:
         run_part(results, "generate", lambda: bench_generate(args, device, dtype, peaks))
+        write_report()
     if "dataprep" in parts:
         run_part(results, "dataprep", lambda: bench_dataprep(args, device, budget))
-    if "compile" in parts:   # last: it needs the most time, and only what is left of the budget
+        write_report()
+    if "compile" in parts:   # last: compiling the UNet and its backward takes minutes; only with 200 s left
         if args.tiny:
-            rows = [{**setting_fields(FULL_COMPILE), "skipped": "tiny CPU run: torch.compile not timed"}]
+            rows = [{**setting_fields(TrainSetting(32, 2, compile=True)), "skipped": "tiny CPU run: compile not timed"}]
         else:
             run_part(results, "compile", lambda: {"rows": bench_train(TrainBench(False, device, dtype, steps, warmup),
-                                                                       [FULL_COMPILE], budget, 150.0, peaks)})
+                                                                       [FULL_COMPILE], budget, 200.0, peaks)})
             compiled = results.pop("compile")
             rows = compiled.get("rows") or [{**setting_fields(FULL_COMPILE), "error": compiled.get("error")}]
         results.setdefault("train", {}).setdefault("rows", []).extend(rows)
-    report = {"suite": "benchmarks/gpu_suite.py", "command": " ".join(["python benchmarks/gpu_suite.py",
-                                                                        *(argv if argv is not None else sys.argv[1:])]),
-              "mode": "tiny configs, CPU" if args.tiny else "full size, random weights",
-              "device": {"name": name, "type": device.type, "dtype": str(dtype),
-                         "memory_gib": (round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-                                        if device.type == "cuda" else None)},
-              "versions": versions(), "python": platform.python_version(), "peaks": peaks, "parts": results,
-              "targets": targets(results, args.tiny), "seconds": budget.elapsed(), "budget_s": args.budget_s}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_suite.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu_suite.md").write_text(markdown(report))
+    report = write_report()
     print(markdown(report))
     return report
 

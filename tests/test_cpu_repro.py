@@ -49,3 +49,9 @@ def test_native_opt_out_keeps_the_environment(monkeypatch):
     runtime.pin_cpu_kernels()
     (executable, argv, env), = calls
     assert {k: env[k] for k in CPU_KERNEL_PINS} == CPU_KERNEL_PINS and argv[0] == executable
+
+
+def test_makefile_exports_the_same_pins():
+    exported = dict(line.removeprefix("export ").split(" := ") for line in (ROOT / "Makefile").read_text().splitlines()
+                    if line.startswith("export ") and line.split()[1] in CPU_KERNEL_PINS)
+    assert exported == CPU_KERNEL_PINS
