@@ -71,7 +71,7 @@ def make_images(root: Path, n: int, size: tuple[int, int]) -> pd.DataFrame:
 
 
 # ---- models: real-size configs, or the tiny ones, built in memory on the device ------------------------------
-def build_llava(real: bool, device, dtype):
+def build_llava(real: bool, device, dtype, text_layers: int = 32):
     from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessor, LlavaNextProcessor, MistralConfig)
 
@@ -82,7 +82,7 @@ def build_llava(real: bool, device, dtype):
         return cap._load()
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                               image_size=336, patch_size=14, projection_dim=768)
-    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=text_layers,
                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"))
@@ -171,7 +171,7 @@ def timed(fn, n: int, device) -> dict:
 
 def bench_caption(args, rows, device, dtype) -> dict:
     cap = LlavaCaptioner("benchmark", CAPTIONS, device, batch_size=args.batch, max_new_tokens=args.new_tokens)
-    cap._loaded = build_llava(args.real, device, dtype)
+    cap._loaded = build_llava(args.real, device, dtype, args.captioner_layers)
     cap.caption_batch(rows.iloc[:1])   # warm-up (kernels, allocator)
     result = timed(lambda: cap.caption_batch(rows), len(rows), device)
     free(cap)
@@ -233,6 +233,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=60, help="caption tokens generated per prompt")
     parser.add_argument("--tag-tokens", type=int, default=64, help="tagger tokens generated per pair")
+    parser.add_argument("--captioner-layers", type=int, default=32,
+                        help="Mistral decoder layers of the real-size LLaVA-Next (32: the 7B config)")
     parser.add_argument("--detector", choices=["tiny", "base"], default="tiny", help="Grounding DINO T or B")
     parser.add_argument("--sam2", choices=list(SAM2_CONFIGS), default="l", help="SAM 2.1 hiera size")
     parser.add_argument("--stages", default=",".join(STAGES))

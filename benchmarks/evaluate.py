@@ -107,7 +107,7 @@ def gpu_setup():
                                      tokenizer_2=tok2, unet=unet, scheduler=scheduler)
     encoder = PromptEncoder.from_pipeline(pipe)
     mapper = Mapper(MapperConfig(code_dim=256, layers=8, hidden_dim=1024, out_dims=encoder.pseudo_word_dims))
-    return pipe, encoder, mapper.to(device, dtype).eval()
+    return pipe, encoder, mapper.to(device).eval()   # fp32, as the evaluate stage loads it
 
 
 def bench_generation(pipe, encoder, mapper, batch_sizes: list[int], images: int, steps: int, guidance: float,

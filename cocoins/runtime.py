@@ -14,6 +14,15 @@ import torch
 from cocoins.config import ParamsError
 
 
+# Which kernels the CPU libraries run, fixed at a level every x86-64 CPU with AVX2 has, so that a run trains the
+# same bits on another CPU (with the same thread count): ATen's vectorised kernels (random draws, elementwise ops,
+# reductions) and oneDNN's convolutions capped at AVX2; MKL's GEMM on its conditional-numerical-reproducibility
+# branch COMPATIBLE, which MKL documents as giving the same results on Intel and non-Intel CPUs (its AVX2 branch
+# holds on Intel CPUs only). Each library reads its variable once, before its first kernel: hence a re-exec.
+CPU_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
+NATIVE_KERNELS_VARIABLE = "COCOINS_CPU_KERNELS"   # =native: keep the CPU's own kernels (faster, other bits)
+
+
 class UserError(RuntimeError):
     """An input problem the user can fix; printed as one line without a traceback."""
 
@@ -25,6 +34,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def pin_cpu_kernels() -> None:
+    """Run this process under CPU_KERNEL_PINS: if its environment lacks them, re-exec the same command with them
+    (before any kernel ran, nothing is lost). COCOINS_CPU_KERNELS=native opts out."""
+    if os.environ.get(NATIVE_KERNELS_VARIABLE) == "native":
+        return
+    if all(os.environ.get(k) == v for k, v in CPU_KERNEL_PINS.items()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **CPU_KERNEL_PINS})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,7 +67,9 @@ def print_summary(stage: str, kept: int, skipped: Counter | dict, extra: dict | 
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); known input problems exit 1 with one line, not a traceback."""
+    """Run a stage's main() on the pinned CPU kernels; known input problems exit 1 with one line, not a
+    traceback."""
+    pin_cpu_kernels()
     try:
         main()
     except (ParamsError, UserError, FileNotFoundError) as err:

@@ -1,6 +1,15 @@
 """Shared pytest fixtures."""
 
+import os
+
 import pytest
+
+from cocoins.runtime import CPU_KERNEL_PINS, NATIVE_KERNELS_VARIABLE
+
+# The tests run on the stages' pinned CPU kernels, set before any kernel ran: the stages they start inherit them
+# (no re-exec) and what a test computes in-process has the bits a stage would compute.
+if os.environ.get(NATIVE_KERNELS_VARIABLE) != "native":
+    os.environ.update(CPU_KERNEL_PINS)
 
 
 # ---- cocoins.sdxl: tiny SDXL pipeline (owner: sdxl) -------------------------------------------------------

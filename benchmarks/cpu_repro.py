@@ -1,0 +1,122 @@
+"""The same trained bits on another x86-64 CPU: what the CPU kernel pin (`cocoins.runtime.CPU_KERNEL_PINS`)
+does to a short mini-SDXL training, and what it costs.
+
+    python benchmarks/cpu_repro.py                 # each simulated CPU, unpinned and pinned: weights + CPU s/step
+    python benchmarks/cpu_repro.py --probe --steps 2 --corpus 32 --batch 8    # one run (what the test runs)
+
+A second CPU is simulated on this one by the variables that cap each library's instruction-set dispatch (ATen's
+vectorised kernels, oneDNN's convolutions, MKL's GEMM branch): a CPU with fewer instructions makes the same
+choice natively. Each run is its own process (the libraries read the variables once). Unpinned, the simulated
+CPUs train different weights; pinned (`pin_cpu_kernels()`, as every stage does before its main), the same.
+
+Speed: process CPU seconds per training step (one thread), so that other work on a shared machine disturbs
+the comparison less than wall time would; the best of --repeats runs per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# The simulated CPUs: this one as it is, and one that has neither AVX2 for ATen nor AVX for oneDNN.
+SIMULATED_CPUS = {
+    "this CPU": {},
+    "SSE4 CPU": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "SSE4_2"},
+}
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "COCOINS_CPU_KERNELS")
+
+
+def probe(steps: int, corpus: int, batch: int, threads: int) -> dict:
+    """A short mini-SDXL training (VAE, then UNet + text encoders); sha256 of the saved weights and CPU s/step."""
+    import torch
+
+    from cocoins.runtime import seed_everything
+    from cocoins.sdxl import mini_train
+
+    torch.set_num_threads(threads)
+    seed_everything(0)
+    cpu: dict[str, float] = {}
+    for phase in ("train_vae", "train_unet"):   # time each phase by wrapping it where train_mini_sdxl finds it
+        original = getattr(mini_train, phase)
+
+        def timed(*a, _original=original, _phase=phase, **k):
+            start = time.process_time()
+            out = _original(*a, **k)
+            cpu[_phase] = (time.process_time() - start) / steps
+            return out
+        setattr(mini_train, phase, timed)
+    cfg = mini_train.MiniTrainConfig(corpus_images=corpus, vae_steps=steps, vae_batch=batch, unet_steps=steps,
+                                     unet_batch=batch, warmup_steps=1)
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory() as tmp:
+        mini_train.train_mini_sdxl(tmp, cfg)
+        for path in sorted(Path(tmp).rglob("*.safetensors")):
+            digest.update(path.read_bytes())
+    return {"weights_sha256": digest.hexdigest(), "cpu_s_per_step": cpu,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_env": {k: os.environ.get(k) for k in KERNEL_VARIABLES}}
+
+
+def run_probe(cpu_env: dict, pinned: bool, args) -> dict:
+    """One probe in a fresh process whose environment simulates `cpu_env`; pinned: it pins as a stage does."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARIABLES}
+    env.update(cpu_env, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe", "--steps", str(args.steps), "--corpus",
+           str(args.corpus), "--batch", str(args.batch), "--threads", str(args.threads)]
+    if pinned:
+        cmd.append("--pin")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"probe failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probe", action="store_true", help="run one probe in this process, print its JSON")
+    parser.add_argument("--pin", action="store_true", help="with --probe: pin the kernels first, as stages do")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--corpus", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32, help="VAE and UNet batch")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest is reported")
+    args = parser.parse_args(argv)
+    if args.probe:
+        if args.pin:
+            from cocoins.runtime import pin_cpu_kernels
+
+            pin_cpu_kernels()
+        print(json.dumps(probe(args.steps, args.corpus, args.batch, args.threads)))
+        return
+    results = {}
+    for _ in range(args.repeats):
+        for pinned in (False, True):
+            for name, cpu_env in SIMULATED_CPUS.items():
+                r = run_probe(cpu_env, pinned, args)
+                key = (name, pinned)
+                best = results.get(key)
+                if best is None or sum(r["cpu_s_per_step"].values()) < sum(best["cpu_s_per_step"].values()):
+                    results[key] = r
+    print(f"mini SDXL, {args.steps} VAE + {args.steps} UNet steps at batch {args.batch}, {args.threads} thread(s), "
+          f"best of {args.repeats}; CPU seconds per step")
+    print("| simulated CPU | kernels | VAE s/step | UNet s/step | weights sha256 |")
+    print("|---|---|---|---|---|")
+    for (name, pinned), r in results.items():
+        kernels = "pinned" if pinned else "native (" + (", ".join(f"{k}={v}" for k, v in SIMULATED_CPUS[name].items())
+                                                        or "no caps") + ")"
+        print(f"| {name} | {kernels} | {r['cpu_s_per_step']['train_vae']:.3f} | "
+              f"{r['cpu_s_per_step']['train_unet']:.3f} | {r['weights_sha256'][:16]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Same trained bits on another CPU (issue 14): a short mini-SDXL training in fresh processes under two simulated
+CPUs (benchmarks/cpu_repro.py), unpinned and with the stages' CPU kernel pin."""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from cocoins.runtime import CPU_KERNEL_PINS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("cpu_repro", ROOT / "benchmarks" / "cpu_repro.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_pinned_kernels_train_the_same_bits_on_a_simulated_second_cpu():
+    bench = load_bench()
+    args = SimpleNamespace(steps=2, corpus=16, batch=8, threads=1)
+    native = {name: bench.run_probe(env, False, args) for name, env in bench.SIMULATED_CPUS.items()}
+    pinned = {name: bench.run_probe(env, True, args) for name, env in bench.SIMULATED_CPUS.items()}
+    # The simulation can tell CPUs apart: unpinned, the SSE4 CPU trains other weights than this one.
+    assert native["SSE4 CPU"]["cpu_capability"] == "DEFAULT"
+    assert native["this CPU"]["weights_sha256"] != native["SSE4 CPU"]["weights_sha256"]
+    # Pinned, both run the pinned kernels and train the same bits.
+    for result in pinned.values():
+        assert {k: result["kernel_env"][k] for k in CPU_KERNEL_PINS} == CPU_KERNEL_PINS
+    assert pinned["this CPU"]["cpu_capability"] == pinned["SSE4 CPU"]["cpu_capability"]
+    assert pinned["this CPU"]["weights_sha256"] == pinned["SSE4 CPU"]["weights_sha256"]
+
+
+def test_native_opt_out_keeps_the_environment(monkeypatch):
+    from cocoins import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime.os, "execve", lambda *a: calls.append(a))
+    monkeypatch.setenv(runtime.NATIVE_KERNELS_VARIABLE, "native")
+    runtime.pin_cpu_kernels()
+    assert calls == []
+    monkeypatch.delenv(runtime.NATIVE_KERNELS_VARIABLE)
+    for k in CPU_KERNEL_PINS:
+        monkeypatch.delenv(k, raising=False)
+    runtime.pin_cpu_kernels()
+    (executable, argv, env), = calls
+    assert {k: env[k] for k in CPU_KERNEL_PINS} == CPU_KERNEL_PINS and argv[0] == executable
+
+
+def test_makefile_exports_the_same_pins():
+    exported = dict(line.removeprefix("export ").split(" := ") for line in (ROOT / "Makefile").read_text().splitlines()
+                    if line.startswith("export ") and line.split()[1] in CPU_KERNEL_PINS)
+    assert exported == CPU_KERNEL_PINS
