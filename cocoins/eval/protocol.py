@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from cocoins.method.mapper import Mapper, sample_codes
+from cocoins.method.mapper import Mapper, pseudo_words_one_by_one, sample_codes
 
 
 @dataclass
@@ -78,12 +78,11 @@ def render(pipe, encoder, mapper: Mapper | None, jobs: pd.DataFrame, steps: int,
     from cocoins.sdxl.generate import generate
 
     latents, images = [], []
-    device = pipe.unet.device
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc):
         chunk = jobs.iloc[start:start + batch_size]
         pseudo_words = None
         if mapper is not None:
-            pseudo_words = mapper(codes_for(chunk, mapper.config.code_dim).to(device))
+            pseudo_words = pseudo_words_one_by_one(mapper, codes_for(chunk, mapper.config.code_dim))
         result = generate(pipe, encoder, chunk["tagged"].tolist(), pseudo_words, chunk["noise_seed"].tolist(),
                           steps=steps, guidance=guidance, height=resolution, width=resolution)
         latents.append(result.latents.float().cpu())
