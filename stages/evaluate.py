@@ -60,13 +60,13 @@ def bootstrap(config: MetricConfig) -> Bootstrap:
     return Bootstrap(resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
 
 
-def true_subjects(identities: pd.Series) -> list[str]:
-    """"man" / "woman" of each training identity from the synthetic world's drawn traits ("" elsewhere)."""
-    path = Path("data/world/identity_traits.json")
-    if not path.is_file():
-        return [""] * len(identities)
-    traits = json.loads(path.read_text())
-    return [("man" if traits[i]["male"] else "woman") if i in traits else "" for i in identities]
+def true_subjects(attributes: pd.Series) -> list[str]:
+    """"man" / "woman" of each image from its CelebA `Male` attribute (exact in the synthetic world); "" where
+    the source has no attributes."""
+    def subject(text) -> str:
+        male = json.loads(text).get("Male") if isinstance(text, str) and text else None
+        return "" if male is None else "man" if male == 1 else "woman"
+    return [subject(a) for a in attributes]
 
 
 def data_identity_metrics(backends: Backends, config: MetricConfig) -> dict:
@@ -75,10 +75,11 @@ def data_identity_metrics(backends: Backends, config: MetricConfig) -> dict:
     different people score)."""
     train = read_parquet("data/train.parquet", "precompute")
     images = read_parquet("data/images.parquet", "ingest").set_index("image_id")
-    identities = train["identity"].astype(str)
-    table = pd.DataFrame({"path": images.loc[train["image_id"], "path"].to_numpy(), "method": "data",
-                          "identity": identities.to_numpy(), "prompt": "", "subject": true_subjects(identities),
-                          "setting": "", "set": "data"})
+    rows = images.loc[train["image_id"]]
+    attributes = rows["attributes"] if "attributes" in rows.columns else pd.Series([""] * len(rows))
+    table = pd.DataFrame({"path": rows["path"].to_numpy(), "method": "data",
+                          "identity": train["identity"].astype(str).to_numpy(), "prompt": "",
+                          "subject": true_subjects(attributes), "setting": "", "set": "data"})
     per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, config.batch_size, desc="training data")
     scores = score_table(table, per, backends, REFERENCE, boot=bootstrap(config))
     return {k: v for k, v in dvc_metrics(scores, "data", None)["data"].items()

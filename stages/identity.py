@@ -2,9 +2,9 @@
 
 The classifier learns every drawn trait, and the scene (background) each image was drawn in, from fresh renders
 of random identities, part of each batch shown through the base model's VAE (what generated images look like).
-The scene head is evaluate's prompt-fidelity metric (`scene_fidelity`); it never enters the identity embedding. Its held-out accuracy, and the two checks
-that the base model is SDXL-like (it follows trait words; it draws a new person per noise for "a man"), go to
-reports/identity/metrics.json. With `identity.backend: none`, or data that is not the synthetic world,
+The scene head is evaluate's prompt-fidelity metric (`scene_fidelity`); it never enters the identity embedding.
+Its held-out accuracy (every head, the scene included), and the two checks that the base model is SDXL-like (it
+follows trait words; it draws a new person per noise for "a man"), go to reports/identity/metrics.json. With `identity.backend: none`, or data that is not the synthetic world,
 models/identity/ holds only none.json saying why, and evaluate writes null.
 """
 

@@ -106,8 +106,11 @@ def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
         log = _run("dvc plots diff table3-pos table3-ours -o plots_diff", tmp_path, env)
         page = (tmp_path / "plots_diff" / "index.html").read_text()
         assert "failed to load" not in log and "cdn.jsdelivr" not in page and "vegaEmbed" in page
-        for title in ("Portraits, latent Sim per subject", "Scenes, CLIP score per setting"):
+        # One panel per evaluation plot file with data (its path is the title); none for CLIP (no model here).
+        for title in ("reports/eval/plots/portraits_latent_sim_per_subject.json",
+                      "reports/eval/plots/scenes_identity_div_per_setting.json"):
             assert title in page
+        assert "clip_per_" not in page
         assert '"rev": "table3-pos"' in page and '"rev": "table3-ours"' in page
     # A second call finds both experiments and runs nothing.
     again = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3 --no-run", tmp_path, env)

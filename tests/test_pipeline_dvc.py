@@ -119,3 +119,7 @@ def test_plots_render_offline(project):
     run("dvc plots show -o plots_html", dest, env)
     page = (dest / "plots_html" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
+    # Each curve once: dvclive's files only inside the declared panels, never as panels of their own; an
+    # evaluation panel only for a metric with data (no CLIP model here).
+    assert '"text": "Train loss terms"' in page and '"text": "reports/train/' not in page
+    assert '"text": "reports/eval/plots/scenes_identity_div_per_subject.json"' in page and "clip_per_" not in page

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from typing import Optional
 
-from cocoins.eval.scoring import METRICS, WITH_INTERVAL, Scores
+from cocoins.eval.scoring import WITH_INTERVAL, Scores
 
 GAPS = {"consistency_gap": "latent_sim", "face_sim_gap": "face_sim", "identity_sim_gap": "identity_sim"}
 RATIOS = {"scene_fidelity_ratio": "scene_fidelity"}    # primary / reference (the issue: >= 0.9 on Scenes)
-# Written per subject into metrics.json (with intervals); the plots carry every metric per subject and setting.
+# Written per subject into metrics.json (with intervals); PLOTTED get a bar chart per subject and per setting.
 PER_SUBJECT = ("face_sim", "face_div", "latent_sim", "latent_div", "identity_sim", "identity_div")
-PLOTTED = tuple(m for m in METRICS if m != "fid")
+PLOTTED = ("face_sim", "face_div", "clip", "dreamsim", "latent_sim", "latent_div", "identity_sim", "identity_div",
+           "trait_agreement", "scene_fidelity")
 
 
 def _round(v):
@@ -81,13 +82,16 @@ def nested_metrics(scores: Scores) -> dict:
 
 def plot_tables(scores: Scores) -> dict[str, list[dict]]:
     """Plot data files (name -> rows), one bar chart each: `<set>_<metric>_per_<subject|setting>` for every
-    metric with at least one value there, so `dvc plots show` draws no empty panel (a metric whose model is
-    absent has no file). Each row is one (subject or setting, method): `label` like "man / cocoins", `value`,
-    and `ci_low` / `ci_high` where the metric has an interval (null otherwise)."""
+    metric of PLOTTED with at least one value there, so `dvc plots show` draws no empty panel (a metric whose
+    model is absent has no file), and only where the set has two subjects or settings or more (Portraits has
+    one setting: its panel would repeat the set's value). Each row is one (subject or setting, method):
+    `label` like "man / cocoins", `value`, and `ci_low` / `ci_high` where the metric has an interval (else null)."""
     tables: dict[str, list[dict]] = {}
     for kind, rows in (("subject", scores.subjects), ("setting", scores.settings)):
         for set_name in scores.sets:
             part = [r for r in rows if r["set"] == set_name]
+            if len({r[kind] for r in part}) < 2:
+                continue
             for m in PLOTTED:
                 if not any(r.get(m) is not None for r in part):
                     continue

@@ -65,7 +65,8 @@ def sim_div_interval(stats: GroupStats, boot: Bootstrap) -> dict[str, Optional[f
     return out
 
 
-def mean_interval(values: Sequence[float], units: Sequence[str], boot: Bootstrap) -> tuple[Optional[float], Optional[float]]:
+def mean_interval(values: Sequence[float], units: Sequence[str],
+                  boot: Bootstrap) -> tuple[Optional[float], Optional[float]]:
     """Percentile interval of the mean of per-image `values`, resampling the `units` (identities or images)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) != len(units):

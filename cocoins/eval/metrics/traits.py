@@ -71,8 +71,8 @@ def render_portraits(seed: int, identities: Sequence[int], image_size: int = 64,
                      first_index: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render one single-person portrait per entry of `identities` (an identity may repeat: then its images
     differ in scene and pose only) with the renderer's own functions. Returns (uint8 [N, H, W, 3], labels
-    {head: int64 [N]}, every trait and `scene`); image k uses per-image RNG row `first_index + k`, so the result is a pure function
-    of the arguments."""
+    {head: int64 [N]}, every trait and `scene`); image k uses per-image RNG row `first_index + k`, so the
+    result is a pure function of the arguments."""
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
     cfg = WorldConfig(seed=seed, image_size=image_size)
