@@ -30,8 +30,9 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
          "--disable-dev-shm-usage", "--window-size=1280,1400")
 PROMPTS = ("a photo of a <alice>woman</alice> in a green park", "a portrait of a <alice>woman</alice> at night")
 
-pytestmark = pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+pytestmark = [pytest.mark.slow,   # a browser, a server and renders: tens of seconds
+              pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")]
 
 
 def free_port() -> int:

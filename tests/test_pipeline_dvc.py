@@ -77,7 +77,7 @@ def test_repro_cache_experiment_and_metrics_diff(project):
         assert isinstance(metrics["scenes"][key], float), key
     assert json.loads((dest / "reports/identity/metrics.json").read_text())["identity_traits"]
     assert list((dest / "reports/eval/grids").glob("*.png"))
-    assert (dest / "models/mapper/mapper.safetensors").is_file()
+    assert (dest / "models/mapper/diffusion_pytorch_model.safetensors").is_file()
 
     second = run("dvc repro", dest, env)
     assert ran_stages(second) == []

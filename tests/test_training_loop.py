@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cocoins.data.shards import ShardReader
 from cocoins.method.losses import LossConfig
-from cocoins.method.mapper import MapperConfig
+from cocoins.method.mapper import WEIGHTS_NAME, MapperConfig
 from cocoins.method.triplets import TripletConfig
 from cocoins.runtime import UserError
 from cocoins.sdxl.tiny import build_tiny_sdxl
@@ -50,12 +50,12 @@ def run(tmp_path, shards, name, config=CONFIG, loss=LossConfig(gamma=1e-3), ckpt
 
 
 def weights(tmp_path, name) -> dict:
-    return load_file(str(tmp_path / name / "mapper" / "mapper.safetensors"))
+    return load_file(str(tmp_path / name / "mapper" / WEIGHTS_NAME))
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path, shards, monkeypatch):
     run(tmp_path, shards, "straight")
-    straight = load_file(str(tmp_path / "straight/mapper/mapper.safetensors"))
+    straight = load_file(str(tmp_path / "straight/mapper" / WEIGHTS_NAME))
     curves = (tmp_path / "straight/live/plots/metrics/loss.tsv").read_text()
     (tmp_path / "ckpt").rename(tmp_path / "ckpt-straight")
 
@@ -79,7 +79,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, shards, monkeypatc
     shutil.rmtree(tmp_path / "resumed/live")
     result = run(tmp_path, shards, "resumed")
     assert result.resumed_from == 2 and result.steps_run == 2
-    resumed = load_file(str(tmp_path / "resumed/mapper/mapper.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed/mapper" / WEIGHTS_NAME))
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert (tmp_path / "resumed/live/plots/metrics/loss.tsv").read_text() == curves
 
