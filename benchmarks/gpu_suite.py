@@ -69,7 +69,7 @@ import train_step_fullsize as fullsize  # noqa: E402
 # against torch.cuda.get_device_name() (the PCIe / NVL parts before the SXM name they contain).
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0),
                     ("H100", 989.0), ("H800", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0),
-                    ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0))
+                    ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0))
 # What the lent machine lacks, pinned as in pyproject.toml / the venv (open_clip: only its CLIP BPE file).
 CARRIED_WHEELS = ("diffusers==0.42.1", "importlib_metadata==10.2.0", "sam2==1.1.0", "hydra-core==1.3.8",
                   "omegaconf==2.3.1", "antlr4-python3-runtime==4.9.3", "iopath==0.1.10", "open-clip-torch==3.3.0")
