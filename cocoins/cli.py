@@ -14,113 +14,97 @@ One `--code-seed` or `--code-file` per subject (`<subj1>`, `<subj2>`, ... in the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-CODE_KEY = "z"
+from cocoins.front.codes import CODE_KEY, code_from_seed, write_code_file
+from cocoins.runtime import UserError
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+__all__ = ["main", "build_parser", "code_from_seed", "CODE_KEY"]
 
 
 def _fail(message: str):
-    raise SystemExit(f"error: {message}")
+    raise UserError(message)
 
 
-def code_from_seed(seed: int, code_dim: int) -> torch.Tensor:
-    """z ~ N(0, I) (Eq. 3) drawn from `seed`, [c]; the same draw as the evaluation protocol's code seeds."""
-    from cocoins.method.mapper import sample_codes
-
-    return sample_codes(torch.Generator().manual_seed(int(seed)), 1, 1, code_dim)[0, 0]
-
-
-def load_codes(specs: list[tuple[str, object]], code_dim: int) -> tuple[torch.Tensor, list[dict]]:
-    """One code per subject, in order, [S, c]: ("seed", n) draws z ~ N(0, I); ("file", path) reads a saved
-    `z`; ("z", values) is a code replayed from a sidecar. Also returns the sidecar record of each code."""
-    codes, records = [], []
-    for kind, value in specs:
-        if kind == "seed":
-            codes.append(code_from_seed(int(value), code_dim))
-            records.append({"code_seed": int(value)})
-            continue
-        if kind == "file":
-            path = Path(value)
-            if not path.is_file():
-                _fail(f"code file {path} not found; write one with `cocoins sample-code`")
-            tensors = load_file(str(path))
-            if CODE_KEY not in tensors or tensors[CODE_KEY].shape != (code_dim,):
-                _fail(f"{path} must hold a tensor '{CODE_KEY}' of shape ({code_dim},) for this mapper")
-            z = tensors[CODE_KEY].float()
-            records.append({"code_file": str(path), "sha256": _sha256(path), "z": z.tolist()})
-        else:
-            z = torch.tensor(value, dtype=torch.float32)
-            if z.shape != (code_dim,):
-                _fail(f"a sidecar code has {z.numel()} values; this mapper takes c = {code_dim}")
-            records.append({"z": z.tolist()})
-        codes.append(z)
-    return torch.stack(codes), records
-
-
-def _subjects(prompt: str) -> int:
-    from cocoins.data.tags import TagError, parse_tagged
+def _resolved(prompt: str):
+    from cocoins.front.prompts import resolve_prompt
 
     try:
-        return max((s.index for s in parse_tagged(prompt).spans), default=0)
-    except TagError as err:
+        return resolve_prompt(prompt)
+    except UserError as err:
         _fail(f"--prompt: {err}")
 
 
 def _open(args: argparse.Namespace):
-    """(pipe, encoder, mapper or None, mapper sidecar record or None) for the render options in `args`."""
-    from cocoins.method.mapper import WEIGHTS_NAME, Mapper
-    from cocoins.sdxl.encode import PromptEncoder
-    from cocoins.sdxl.load import load_pipeline
+    """The `CoCoInsPipeline` for the render options in `args`, placed and configured."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
-    device = torch.device(args.device)
-    pipe = load_pipeline(args.model, device="cpu" if args.cpu_offload else device,
-                         dtype=torch.float16 if device.type == "cuda" else torch.float32)
+    from cocoins.pipeline import CoCoInsPipeline, check_settings
+
+    check_settings(args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", 1))
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        _fail(f"--device {args.device}: not a device; use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda: no CUDA GPU is visible; use --device cpu")
+    for library in (diffusers_logging, transformers_logging):   # errors come as one line of ours instead
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    pipe = CoCoInsPipeline.from_pretrained(args.model, mapper=args.mapper, vae=getattr(args, "vae", None),
+                                           torch_dtype=torch.float16 if device.type == "cuda" else torch.float32,
+                                           library=getattr(args, "library", None))
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
-    mapper = record = None
-    if args.mapper:
-        mapper = Mapper.load(args.mapper, device=device).eval()
-        record = {"dir": str(args.mapper), "sha256": _sha256(Path(args.mapper) / WEIGHTS_NAME)}
-    return pipe, PromptEncoder.from_pipeline(pipe), mapper, record
+    else:
+        pipe.to(device)
+    if getattr(args, "vae_tiling", False):
+        pipe.enable_vae_tiling()
+    if getattr(args, "vae_slicing", False):
+        pipe.enable_vae_slicing()
+    if args.height is None:
+        args.height = pipe.default_size
+    if args.width is None:
+        args.width = pipe.default_size
+    pipe.check_settings(args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", 1))
+    return pipe
 
 
-def _pseudo_words(mapper, codes: torch.Tensor) -> torch.Tensor:
-    """w = f(z) (Eq. 3) for codes [..., c], computed in fp32 on the mapper's device."""
-    with torch.no_grad():
-        return mapper(codes.to(next(mapper.parameters()).device))
+def _subject(spec: tuple[str, object]):
+    """A `--code-seed` / `--code-file` / sidecar code as a pipeline subject."""
+    kind, value = spec
+    if kind == "seed":
+        return int(value)
+    if kind == "file":
+        return str(value)
+    return torch.tensor(value, dtype=torch.float32)
 
 
-def _render(pipe, encoder, prompts: list[str], words: torch.Tensor | None, seeds: list[int],
-            args: argparse.Namespace) -> list:
-    """Images for prompts [N] with pseudo-words [N, S, d] (or None), `batch_size` at a time."""
-    from tqdm.auto import tqdm
+def _render(pipe, prompts: list[str], codes: torch.Tensor | None, seeds: list[int], args: argparse.Namespace):
+    return pipe.render(prompts, codes, seeds, args.steps, args.guidance, args.height, args.width,
+                       args.negative_prompt, max(1, getattr(args, "batch_size", 1)), show_progress=True)
 
-    from cocoins.sdxl.generate import generate
 
-    images, size = [], max(1, getattr(args, "batch_size", 1))
-    for i in tqdm(range(0, len(prompts), size), desc="render", disable=len(prompts) <= size):
-        chunk = None if words is None else words[i:i + size]
-        images += generate(pipe, encoder, prompts[i:i + size], chunk, seeds[i:i + size], steps=args.steps,
-                           guidance=args.guidance, height=args.height, width=args.width,
-                           negative_prompt=args.negative_prompt).images
-    return images
+def _codes(pipe, specs: list[tuple[str, object]]) -> tuple[torch.Tensor, list[dict]]:
+    """The codes [S, c] of `--code-seed` / `--code-file` options, in order, and their sidecar records."""
+    pairs = [pipe._code(_subject(s)) for s in specs]
+    return torch.stack([z for z, _ in pairs]), [r for _, r in pairs]
 
 
 def _settings(args: argparse.Namespace) -> dict:
     return {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "seed": args.seed,
             "steps": args.steps, "guidance": args.guidance, "height": args.height, "width": args.width,
             "model": str(args.model), "device": str(args.device)}
+
+
+def _mapper_record(pipe) -> dict | None:
+    return None if pipe.mapper is None else {"dir": pipe.mapper_dir, "sha256": pipe.mapper_sha256}
 
 
 def _write(image, out: str, sidecar: dict, args: argparse.Namespace) -> None:
@@ -136,12 +120,15 @@ def _replay(args: argparse.Namespace) -> str | None:
     """Fill `args` from a generate sidecar; returns the mapper hash the image was made with."""
     path = Path(args.sidecar)
     if not path.is_file():
-        _fail(f"sidecar {path} not found")
-    side = json.loads(path.read_text())
-    for key in ("prompt", "negative_prompt", "seed", "steps", "guidance", "height", "width", "model"):
-        setattr(args, key, side[key])
-    args.mapper = side["mapper"]["dir"] if side.get("mapper") else None
-    args.codes = [("seed", r["code_seed"]) if "code_seed" in r else ("z", r["z"]) for r in side["codes"]]
+        _fail(f"--sidecar {path} not found; give the .json written beside a generated image")
+    try:
+        side = json.loads(path.read_text())
+        for key in ("prompt", "negative_prompt", "seed", "steps", "guidance", "height", "width", "model"):
+            setattr(args, key, side[key])
+        args.mapper = side["mapper"]["dir"] if side.get("mapper") else None
+        args.codes = [("seed", r["code_seed"]) if "code_seed" in r else ("z", r["z"]) for r in side["codes"]]
+    except (ValueError, KeyError, TypeError):
+        _fail(f"--sidecar {path} is not a cocoins image sidecar (JSON with prompt, seed, codes, ...)")
     return side["mapper"]["sha256"] if side.get("mapper") else None
 
 
@@ -149,37 +136,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
     want_sha = _replay(args) if args.sidecar else None
     if not args.model or not args.prompt:
         _fail("generate needs --model and --prompt (or --sidecar FILE.json)")
-    subjects = _subjects(args.prompt)
+    resolved = _resolved(args.prompt)
     if args.codes and not args.mapper:
         _fail("--code-seed / --code-file need --mapper (the trained mapper dir, e.g. models/mapper)")
-    if args.mapper and subjects == 0:
+    if args.mapper and resolved.subjects == 0:
         _fail("--prompt has no <subj1>...</subj1> tag; tag the subject to keep consistent")
-    if args.mapper and len(args.codes) != subjects:
-        _fail(f"the prompt has {subjects} subject(s); give exactly one --code-seed or --code-file per "
+    if resolved.names and args.codes:
+        _fail("--prompt names its characters; drop --code-seed / --code-file (they go with <subjN> tags)")
+    if args.mapper and not resolved.names and len(args.codes) != resolved.subjects:
+        _fail(f"the prompt has {resolved.subjects} subject(s); give exactly one --code-seed or --code-file per "
               f"subject, in <subjN> order (got {len(args.codes)})")
-    pipe, encoder, mapper, mapper_record = _open(args)
-    if want_sha is not None and mapper_record["sha256"] != want_sha:
-        _fail(f"{args.mapper} is not the mapper {args.sidecar} was made with (sha256 differs); restore it")
-    words, records = None, []
-    if mapper is not None:
-        codes, records = load_codes(args.codes, mapper.config.code_dim)
-        words = _pseudo_words(mapper, codes)[None]                        # [1, S, d]
-    image = _render(pipe, encoder, [args.prompt], words, [args.seed], args)[0]
-    _write(image, args.out, {**_settings(args), "codes": records, "mapper": mapper_record}, args)
+    if resolved.names:
+        from cocoins.front.characters import CharacterLibrary
+
+        library = CharacterLibrary(args.library)
+        for name in resolved.names:
+            library.get(name)        # an unknown name fails before the model loads
+    pipe = _open(args)
+    if want_sha is not None and pipe.mapper_sha256 != want_sha:
+        _fail(f"--mapper {args.mapper} is not the mapper {args.sidecar} was made with (sha256 differs); restore it")
+    out = pipe(args.prompt, subjects=[_subject(c) for c in args.codes], seed=args.seed,
+               num_inference_steps=args.steps, guidance_scale=args.guidance, height=args.height, width=args.width,
+               negative_prompt=args.negative_prompt)
+    _write(out.images[0], args.out, {**out.sidecars[0], "device": str(args.device)}, args)
     return 0
 
 
 def cmd_sample_code(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({CODE_KEY: code_from_seed(args.seed, args.dim).contiguous()}, str(out),
-              metadata={"code_seed": str(args.seed)})
+    if args.dim < 1:
+        _fail(f"--dim {args.dim}: the code size c must be >= 1 (the mapper's code_dim, 256 by default)")
+    out = write_code_file(args.out, code_from_seed(args.seed, args.dim), metadata={"code_seed": str(args.seed)})
     print(f"wrote {out} (z ~ N(0, I), c = {args.dim}, seed {args.seed}; same as --code-seed {args.seed})")
     return 0
 
 
 def _one_subject(args: argparse.Namespace, what: str) -> None:
-    if _subjects(args.prompt) != 1:
+    resolved = _resolved(args.prompt)
+    if resolved.names:
+        _fail(f"--prompt: {what} takes <subj1>...</subj1> and codes from --code-seed / --code-file, not names")
+    if resolved.subjects != 1:
         _fail(f"{what} takes a prompt with exactly one subject, <subj1>...</subj1>")
 
 
@@ -192,13 +187,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         _fail(f"interpolate needs two codes (two of --code-seed / --code-file), got {len(args.codes)}")
     if args.frames < 2:
         _fail(f"--frames {args.frames}: a strip needs at least the two end frames")
-    pipe, encoder, mapper, mapper_record = _open(args)
-    ends, records = load_codes(args.codes, mapper.config.code_dim)
+    pipe = _open(args)
+    ends, records = _codes(pipe, args.codes)
     codes, ts = interpolate_codes(ends[0], ends[1], args.frames, args.mode)
-    words = _pseudo_words(mapper, codes)[:, None]                         # [F, 1, d]
-    images = _render(pipe, encoder, [args.prompt] * args.frames, words, [args.seed] * args.frames, args)
+    images = _render(pipe, [args.prompt] * args.frames, codes[:, None], [args.seed] * args.frames, args)
     _write(image_strip(images), args.out, {**_settings(args), "codes": records, "mode": args.mode, "t": ts,
-                                           "mapper": mapper_record}, args)
+                                           "mapper": _mapper_record(pipe)}, args)
     return 0
 
 
@@ -211,18 +205,17 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     if args.count < 2 or not 0 <= args.query < args.count or args.show < 0:
         _fail(f"need --count >= 2, 0 <= --query < --count and --show >= 0 (got {args.count}, {args.query}, "
               f"{args.show})")
-    pipe, encoder, mapper, mapper_record = _open(args)
+    pipe = _open(args)
     seeds = list(range(args.first_code_seed, args.first_code_seed + args.count))
-    codes, _ = load_codes([("seed", s) for s in seeds], mapper.config.code_dim)
-    words = _pseudo_words(mapper, codes)                                   # [N, d]
+    codes, _ = _codes(pipe, [("seed", s) for s in seeds])
+    words = pipe.pseudo_words(codes)                                       # [N, d]
     order, sims = neighbor_order(words.float().cpu(), args.query)
     shown = order[:args.show or len(order)]
-    images = _render(pipe, encoder, [args.prompt] * len(shown), words[shown][:, None], [args.seed] * len(shown),
-                     args)
+    images = _render(pipe, [args.prompt] * len(shown), codes[shown][:, None], [args.seed] * len(shown), args)
     ranking = [{"rank": r, "code_seed": seeds[i], "cosine": round(float(sims[i]), 6), "shown": r < len(shown)}
                for r, i in enumerate(order)]
     _write(image_strip(images), args.out, {**_settings(args), "query_code_seed": seeds[args.query],
-                                           "neighbors": ranking, "mapper": mapper_record}, args)
+                                           "neighbors": ranking, "mapper": _mapper_record(pipe)}, args)
     return 0
 
 
@@ -243,14 +236,28 @@ def _render_options(p: argparse.ArgumentParser, mapper_required: bool) -> None:
                    help="trained mapper dir (models/mapper)" + ("" if mapper_required else "; omit for plain SDXL"))
     p.add_argument("--prompt", required=mapper_required, help='e.g. "a <subj1>man</subj1> reading in a cafe"')
     p.add_argument("--seed", type=int, default=0, help="initial-noise seed (fixed across a strip)")
+    p.add_argument("--out", required=True, help="PNG path; a .json sidecar is written beside it")
+    add_sampling_options(p)
+    add_device_options(p)
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--height", type=int, default=1024)
-    p.add_argument("--width", type=int, default=1024)
+    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 8; default: the model's own "
+                                                            "size (1024 for SDXL, 32 for the mini-world)")
+    p.add_argument("--width", type=int, default=None, help="as --height")
     p.add_argument("--negative-prompt", default=None)
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """Where and how lean to run: every generating command takes these."""
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cpu-offload", action="store_true", help="diffusers model CPU offload (low VRAM)")
-    p.add_argument("--out", required=True, help="PNG path; a .json sidecar is written beside it")
+    p.add_argument("--vae", default=None, help="decode with this VAE (dir or cached hub id), e.g. the fp16-safe "
+                                               "madebyollin/sdxl-vae-fp16-fix")
+    p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (low VRAM at large sizes)")
+    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
 
 
 def _code_options(p: argparse.ArgumentParser) -> None:
@@ -260,15 +267,25 @@ def _code_options(p: argparse.ArgumentParser) -> None:
                    help=f"a safetensors file with a tensor '{CODE_KEY}' [c] (from `cocoins sample-code`)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with user errors as one line and exit status 1, like every other user error of the CLI."""
+
+    def error(self, message: str):
+        raise SystemExit(f"error: {self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cocoins", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cocoins.front.commands import add_front_commands
+
+    parser = _Parser(prog="cocoins", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="render a tagged prompt with saved codes")
     _render_options(g, mapper_required=False)
     _code_options(g)
     g.add_argument("--sidecar", help="re-render from a sidecar JSON (its settings replace the options above, "
-                                     "except --out, --device and --cpu-offload)")
+                                     "except --out and the device options)")
+    g.add_argument("--library", default=None, help="character library folder for named prompts "
+                                                   "(default $COCOINS_LIBRARY or characters/)")
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("sample-code", help="save the code z ~ N(0, I) of a seed as safetensors")
@@ -294,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--show", type=int, default=10, help="images in the strip: the query and its nearest; 0: all")
     n.add_argument("--batch-size", type=int, default=4)
     n.set_defaults(func=cmd_neighbors)
+
+    add_front_commands(sub)
 
     # Thin doors to the evaluation tools; their own parsers own the options.
     for name, help_text in PASSTHROUGH_HELP.items():
@@ -322,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         return _passthrough(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UserError as err:     # a problem the user can fix: one line, exit status 1, no traceback
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ class MiniParams:
     corpus_seed: int = 1000
     corpus_images: int = 4000
     describe_share: float = 0.6
+    named_people: int = 0
+    named_images: int = 5
+    name_share: float = 0.8
+    train_used_rows: bool = False
     vae_steps: int = 3000
     vae_batch: int = 16
     vae_lr: float = 3e-3
@@ -109,6 +113,21 @@ class MiniParams:
     unet_batch: int = 64
     unet_lr: float = 1e-3
     cpu_threads: int = 2       # fixed, so the trained weights are the same bits on any CPU
+
+
+@dataclass(frozen=True)
+class DiagnoseParams:
+    """Ceilings of the mini-world (cocoins/eval/oracles.py): what words, one free token and names carry."""
+    world_seed: int = 5000
+    identities: int = 8
+    seeds: int = 6
+    ti_images: int = 24
+    ti_steps: int = 400
+    ti_batch: int = 8
+    ti_lr: float = 5e-2
+    steps: int = 20
+    guidance: float = 5.0
+    cpu_threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,8 @@ class LossParams:
     beta: float = 2.0
     lambda_con: float = 1.0
     lambda_back: float = 30.0
+    margin: float = 0.05
+    reciprocal_of: Literal["sample", "batch"] = "sample"
 
 
 @dataclass(frozen=True)
@@ -202,6 +223,11 @@ class EvalParams:
     batch_size: int = 8
     seed: int = 1234
     cpu_threads: int = 1                      # torch threads when rendering on CPU (fixed: same bits anywhere)
+    # independent: its own initial noise per (identity, prompt, repeat), as the paper's Sim / Div; shared: per
+    # (prompt, repeat), so all codes of a subject start from the same noises (the paper's Figs. 8-9 only).
+    noise: Literal["independent", "shared"] = "independent"
+    scene_identities_per_subject: Optional[int] = None   # Scenes renders each subject's first N codes (null: all)
+    bootstrap_resamples: int = 1000           # per 95% interval of every Sim / Div / scene fidelity (0: none)
     face_backend: Literal["dlib", "arcface", "none"] = "dlib"
     arcface_dir: Optional[str] = None         # local insightface model folder (*.onnx), for face_backend: arcface
     clip_model: Optional[str] = "openai/clip-vit-large-patch14"  # hub id in the local HF cache, or a local dir
@@ -222,6 +248,7 @@ class Params:
     models: ModelParams = field(default_factory=ModelParams)
     mini: MiniParams = field(default_factory=MiniParams)
     identity: IdentityParams = field(default_factory=IdentityParams)
+    diagnose: DiagnoseParams = field(default_factory=DiagnoseParams)
     precompute: PrecomputeParams = field(default_factory=PrecomputeParams)
     mapper: MapperParams = field(default_factory=MapperParams)
     triplet: TripletParams = field(default_factory=TripletParams)
@@ -244,14 +271,19 @@ _POSITIVE = {
     "prompts.scenes_per_setting", "prompts.timeout", "prompts.retries",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
     "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
+    "eval.scene_identities_per_subject",
     "mini.corpus_images", "mini.vae_steps", "mini.vae_batch", "mini.vae_lr", "mini.unet_steps", "mini.unet_batch",
-    "mini.unet_lr", "mini.cpu_threads", "identity.image_size", "identity.steps", "identity.train_images",
+    "mini.unet_lr", "mini.cpu_threads", "mini.named_images", "diagnose.identities", "diagnose.seeds",
+    "diagnose.ti_images", "diagnose.ti_steps", "diagnose.ti_batch", "diagnose.ti_lr", "diagnose.steps",
+    "diagnose.cpu_threads", "identity.image_size", "identity.steps", "identity.train_images",
     "identity.batch_size", "identity.cpu_threads",
 }
 _NON_NEGATIVE = {"data.two_person_images", "caption.retry_wait", "tag.retry_wait", "mask.box_threshold",
                  "mask.text_threshold", "mask.face_threshold", "train.warmup_steps", "train.weight_decay", "loss.gamma",
-                 "loss.beta", "loss.lambda_con", "loss.lambda_back", "mini.describe_share",
-                 "identity.reconstruct_share", "identity.min_accuracy", "identity.check_images"}
+                 "loss.beta", "loss.lambda_con", "loss.lambda_back", "loss.margin", "mini.describe_share",
+                 "mini.named_people", "mini.name_share",
+                 "identity.reconstruct_share", "identity.min_accuracy", "identity.check_images",
+                 "eval.bootstrap_resamples"}
 
 
 def _describe(tp) -> str:
@@ -368,7 +400,7 @@ def _check_semantics(p: Params, base_dir: Path) -> None:
     if p.precompute.resolution % 8:
         raise ParamsError(f"params.yaml: precompute.resolution = {p.precompute.resolution} must be a "
                           "multiple of 8 (VAE downsampling)")
-    for key, value in (("mini.describe_share", p.mini.describe_share),
+    for key, value in (("mini.describe_share", p.mini.describe_share), ("mini.name_share", p.mini.name_share),
                        ("identity.reconstruct_share", p.identity.reconstruct_share),
                        ("identity.min_accuracy", p.identity.min_accuracy)):
         if value > 1:

@@ -14,13 +14,16 @@ import torch
 from cocoins.config import ParamsError
 
 
-# Which kernels the CPU libraries run, fixed at a level every x86-64 CPU with AVX2 has, so that a run trains the
-# same bits on another CPU (with the same thread count): ATen's vectorised kernels (random draws, elementwise ops,
-# reductions) and oneDNN's convolutions capped at AVX2; MKL's GEMM on its conditional-numerical-reproducibility
-# branch COMPATIBLE, which MKL documents as giving the same results on Intel and non-Intel CPUs (its AVX2 branch
-# holds on Intel CPUs only). Each library reads its variable once, before its first kernel: hence a re-exec.
+# Which kernels the CPU libraries run, when COCOINS_CPU_KERNELS=pinned: fixed at a level every x86-64 CPU with
+# AVX2 has, so that a run trains the same bits on another CPU (with the same thread count): ATen's vectorised
+# kernels (random draws, elementwise ops, reductions) and oneDNN's convolutions capped at AVX2; MKL's GEMM on its
+# conditional-numerical-reproducibility branch COMPATIBLE, which MKL documents as giving the same results on
+# Intel and non-Intel CPUs (its AVX2 branch holds on Intel CPUs only). Each library reads its variable once,
+# before its first kernel: hence a re-exec. Not the default: measured, the mini UNet's training step costs 1.5x
+# the CPU's own kernels (benchmarks/cpu_repro.py), which would push `make repro` past its 30 minutes; by default
+# a run is the same bits on the same CPU model and thread count only (README, "Reproducibility").
 CPU_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
-NATIVE_KERNELS_VARIABLE = "COCOINS_CPU_KERNELS"   # =native: keep the CPU's own kernels (faster, other bits)
+CPU_KERNELS_VARIABLE = "COCOINS_CPU_KERNELS"   # pinned: the kernels above; anything else: the CPU's own
 
 
 class UserError(RuntimeError):
@@ -37,9 +40,9 @@ def seed_everything(seed: int) -> None:
 
 
 def pin_cpu_kernels() -> None:
-    """Run this process under CPU_KERNEL_PINS: if its environment lacks them, re-exec the same command with them
-    (before any kernel ran, nothing is lost). COCOINS_CPU_KERNELS=native opts out."""
-    if os.environ.get(NATIVE_KERNELS_VARIABLE) == "native":
+    """With COCOINS_CPU_KERNELS=pinned, run this process under CPU_KERNEL_PINS: if its environment lacks them,
+    re-exec the same command with them (before any kernel ran, nothing is lost). Otherwise do nothing."""
+    if os.environ.get(CPU_KERNELS_VARIABLE) != "pinned":
         return
     if all(os.environ.get(k) == v for k, v in CPU_KERNEL_PINS.items()):
         return
@@ -67,8 +70,8 @@ def print_summary(stage: str, kept: int, skipped: Counter | dict, extra: dict | 
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main() on the pinned CPU kernels; known input problems exit 1 with one line, not a
-    traceback."""
+    """Run a stage's main() (on the pinned CPU kernels with COCOINS_CPU_KERNELS=pinned); known input problems
+    exit 1 with one line, not a traceback."""
     pin_cpu_kernels()
     try:
         main()

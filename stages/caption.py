@@ -30,7 +30,7 @@ def caption_rows(captioner, images: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     p = load_params().caption
-    dist = Dist()
+    dist = Dist(p.device)
     images = read_parquet("data/images.parquet", "ingest")
     upstream = int((~images["kept"]).sum())
     images = images[images["kept"]].reset_index(drop=True)

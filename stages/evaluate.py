@@ -1,10 +1,13 @@
 """evaluate: render every identity's code on the prompt sets, save the images, score them, draw grids.
 
 Also renders the same jobs without a pseudo-word (the base model drawing "a man" anew every time): the
-baseline the method's Sim must beat and the reference of FID. Images land in reports/eval/images/ with JSON
-sidecars; reports/eval/samples.parquet is their manifest (the same format `cocoins.eval.score_folder` takes).
+baseline the method's Sim must beat, the reference of FID and of Div (each of its images its own person), and
+of scene fidelity. Each job has its own initial noise unless `eval.noise: shared`. Images land in
+reports/eval/images/ with JSON sidecars; reports/eval/samples.parquet is their manifest (the same format
+`cocoins.eval.score_folder` takes).
 """
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +16,7 @@ import torch
 from cocoins.config import EvalParams, load_params
 from cocoins.eval.figures import draw_latent_space_figures
 from cocoins.eval.grids import image_grid
+from cocoins.eval.metrics.bootstrap import Bootstrap
 from cocoins.eval.protocol import make_jobs, render
 from cocoins.eval.renders import dir_sha256, mapper_record, write_images
 from cocoins.eval.report import dvc_metrics, plot_tables
@@ -28,6 +32,10 @@ BASE, MAPPER, IDENTITY = "models/base", "models/mapper", "models/identity"
 PRIMARY, REFERENCE = "cocoins", "base"
 CHUNK = 256                        # images rendered, written and dropped at a time
 GRID_ROWS, GRID_COLUMNS = 4, 8     # identities x images per grid (Figs. 3-4 show 4 images of each subject)
+SHOWN = ("latent_sim", "base_latent_sim", "face_sim", "face_div", "face_detection_rate", "clip", "fid",
+         "consistency_gap", "identity_sim", "base_identity_sim", "identity_div", "identity_div_ci_low",
+         "identity_div_ci_high", "base_identity_div", "trait_agreement", "scene_fidelity", "base_scene_fidelity",
+         "scene_fidelity_ratio")
 
 
 def keep_for_grids(grids: dict, name: str, method: str, jobs: pd.DataFrame, images: list) -> None:
@@ -44,21 +52,38 @@ def keep_for_grids(grids: dict, name: str, method: str, jobs: pd.DataFrame, imag
 def metric_config(e: EvalParams, device: str) -> MetricConfig:
     return MetricConfig(face_backend=e.face_backend, arcface_dir=e.arcface_dir, clip_model=e.clip_model,
                         dreamsim_cache=e.dreamsim_cache, dreamsim_type=e.dreamsim_type, fid_weights=e.fid_weights,
-                        identity_model=IDENTITY, fid_reference=REFERENCE, strict=e.strict, batch_size=e.batch_size, device=device)
+                        identity_model=IDENTITY, fid_reference=REFERENCE, bootstrap_resamples=e.bootstrap_resamples,
+                        bootstrap_seed=e.seed, strict=e.strict, batch_size=e.batch_size, device=device)
 
 
-def data_identity_metrics(backends: Backends, batch_size: int) -> dict:
-    """Identity Sim / Div of the mapper's training images themselves, grouped by their true identity: the
-    paper's CelebA row of Table 1 (what real, different people score)."""
+def bootstrap(config: MetricConfig) -> Bootstrap:
+    return Bootstrap(resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+
+
+def true_subjects(attributes: pd.Series) -> list[str]:
+    """"man" / "woman" of each image from its CelebA `Male` attribute (exact in the synthetic world); "" where
+    the source has no attributes."""
+    def subject(text) -> str:
+        male = json.loads(text).get("Male") if isinstance(text, str) and text else None
+        return "" if male is None else "man" if male == 1 else "woman"
+    return [subject(a) for a in attributes]
+
+
+def data_identity_metrics(backends: Backends, config: MetricConfig) -> dict:
+    """Identity Sim / Div of the mapper's training images themselves, grouped by their true identity, with
+    intervals over identities and within each true sex: the paper's CelebA row of Table 1 (what real,
+    different people score)."""
     train = read_parquet("data/train.parquet", "precompute")
     images = read_parquet("data/images.parquet", "ingest").set_index("image_id")
-    table = pd.DataFrame({"path": images.loc[train["image_id"], "path"].to_numpy(), "method": "data",
-                          "identity": train["identity"].astype(str).to_numpy(), "prompt": "", "subject": "", "setting": "",
-                          "set": "data"})
-    per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, batch_size, desc="training data")
-    scores = score_table(table, per, backends, REFERENCE)
-    keep = ("images", "identity_sim", "identity_div", "trait_agreement")
-    return {k: v for k, v in dvc_metrics(scores, "data", None)["data"].items() if k in keep}
+    rows = images.loc[train["image_id"]]
+    attributes = rows["attributes"] if "attributes" in rows.columns else pd.Series([""] * len(rows))
+    table = pd.DataFrame({"path": rows["path"].to_numpy(), "method": "data",
+                          "identity": train["identity"].astype(str).to_numpy(), "prompt": "",
+                          "subject": true_subjects(attributes), "setting": "", "set": "data"})
+    per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, config.batch_size, desc="training data")
+    scores = score_table(table, per, backends, REFERENCE, boot=bootstrap(config))
+    return {k: v for k, v in dvc_metrics(scores, "data", None)["data"].items()
+            if k in ("images", "trait_agreement") or k.startswith(("identity_sim", "identity_div"))}
 
 
 def main() -> None:
@@ -77,11 +102,15 @@ def main() -> None:
     identities = read_parquet("data/eval/identities.parquet", "prompts")
     sets = {name: read_parquet(f"data/eval/{name}.parquet", "prompts") for name in ("portraits", "scenes")}
     base_sha256, mapper_rec = dir_sha256(BASE), mapper_record(MAPPER)
+    per_subject = {"portraits": None, "scenes": e.scene_identities_per_subject}
+    protocol = {"noise": e.noise, "seeds_per_prompt": e.seeds_per_prompt, "bootstrap_resamples": e.bootstrap_resamples,
+                "ci_level": Bootstrap().level}
 
     rows, latents, grids = [], [], {}
     with atomic_dir(OUT / "images") as tmp:
         for name, prompts in sets.items():
-            jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed)
+            jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed, e.noise, per_subject[name])
+            protocol[f"{name}_identities_per_subject"] = int(jobs.groupby("subject")["identity_id"].nunique().min())
             for method, m in ((PRIMARY, mapper), (REFERENCE, None)):
                 # In chunks, so a full-scale run never holds every image in memory (they are read back to score).
                 for start in range(0, len(jobs), CHUNK):
@@ -94,12 +123,13 @@ def main() -> None:
                     keep_for_grids(grids, name, method, out.jobs, out.images)
     table = pd.DataFrame(rows)
 
-    backends = Backends.load(metric_config(e, device))
+    config = metric_config(e, device)
+    backends = Backends.load(config)
     per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
-    scores = score_table(table, per, backends, REFERENCE, torch.cat(latents))
-    metrics = dvc_metrics(scores, PRIMARY, REFERENCE)
+    scores = score_table(table, per, backends, REFERENCE, torch.cat(latents), bootstrap(config))
+    metrics = {"protocol": protocol, **dvc_metrics(scores, PRIMARY, REFERENCE)}
     if backends.identity is not None:
-        metrics["data"] = data_identity_metrics(backends, e.batch_size)
+        metrics["data"] = data_identity_metrics(backends, config)
 
     write_json(metrics, OUT / "metrics.json")
     with atomic_dir(OUT / "plots") as tmp:
@@ -114,12 +144,9 @@ def main() -> None:
         for (name, subject, method), by_identity in grids.items():
             image_grid(list(by_identity.values())).save(tmp / f"{name}_{subject}_{method}.png", optimize=False)
         figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
-    shown = {k: {m: v for m, v in s.items() if m in ("latent_sim", "base_latent_sim", "face_sim", "face_div",
-                                                     "face_detection_rate", "clip", "fid", "consistency_gap",
-                                                     "identity_sim", "base_identity_sim", "identity_div",
-                                                     "base_identity_div", "trait_agreement")}
-             for k, s in metrics.items()}
-    print_summary("evaluate", len(table), {}, {**shown, "figures": figures, "null metrics": scores.unavailable})
+    shown = {k: {m: v for m, v in s.items() if m in SHOWN} for k, s in metrics.items() if k != "protocol"}
+    print_summary("evaluate", len(table), {}, {"protocol": protocol, **shown, "figures": figures,
+                                                "null metrics": scores.unavailable})
 
 
 if __name__ == "__main__":

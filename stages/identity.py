@@ -1,9 +1,10 @@
 """Stage `identity`: the synthetic world's exact identity metric (a trait classifier), for `evaluate`.
 
-The classifier learns every drawn trait from fresh renders of random identities, part of each batch shown
-through the base model's VAE (what generated images look like). Its held-out accuracy, and the two checks
-that the base model is SDXL-like (it follows trait words; it draws a new person per noise for "a man"), go to
-reports/identity/metrics.json. With `identity.backend: none`, or data that is not the synthetic world,
+The classifier learns every drawn trait, and the scene (background) each image was drawn in, from fresh renders
+of random identities, part of each batch shown through the base model's VAE (what generated images look like).
+The scene head is evaluate's prompt-fidelity metric (`scene_fidelity`); it never enters the identity embedding.
+Its held-out accuracy (every head, the scene included), and the two checks that the base model is SDXL-like (it
+follows trait words; it draws a new person per noise for "a man"), go to reports/identity/metrics.json. With `identity.backend: none`, or data that is not the synthetic world,
 models/identity/ holds only none.json saying why, and evaluate writes null.
 """
 
@@ -14,7 +15,7 @@ import torch
 
 from cocoins.config import load_params
 from cocoins.eval.base_check import check_base
-from cocoins.eval.metrics.traits import render_portraits, train_trait_classifier
+from cocoins.eval.metrics.traits import TRAIT_CLASSES, render_portraits, train_trait_classifier
 from cocoins.io import atomic_dir, write_json
 from cocoins.runtime import UserError, print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import REFERENCE, load_pipeline
@@ -61,14 +62,14 @@ def main() -> None:
             with torch.no_grad():
                 accuracy["vae"] = classifier.accuracy(reconstruct(x).clamp(0, 1), labels)
         judged = accuracy.get("vae", accuracy["clean"])
-        readable = [name for name, acc in judged.items() if acc >= p.min_accuracy]
+        readable = [name for name in TRAIT_CLASSES if judged[name] >= p.min_accuracy]
         if not readable:
             raise UserError(f"the trait classifier reads no trait with held-out accuracy >= identity.min_accuracy "
                             f"({p.min_accuracy}): {judged}; raise identity.steps or lower identity.min_accuracy")
         classifier = classifier.with_identity_traits(readable)
         classifier.save(tmp)
         metrics = {"identity_traits": list(classifier.identity_traits),
-                   "left_out": sorted(set(judged) - set(readable))}
+                   "left_out": sorted(set(TRAIT_CLASSES) - set(readable))}
         metrics.update({f"held_out_{kind}": {k: round(v, 4) for k, v in acc.items()} for kind, acc in accuracy.items()})
         if pipe is not None and p.check_images:
             check = check_base(pipe, classifier, seed=p.seed, images_per_value=p.check_images,

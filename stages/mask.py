@@ -60,7 +60,7 @@ def mask_chunk(chunk: pd.DataFrame, masker, counter, work_masks: Path) -> pd.Dat
 
 def main() -> None:
     p = load_params().mask
-    dist = Dist()
+    dist = Dist(p.device)
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
     upstream = int((~images["kept"]).sum())

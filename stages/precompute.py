@@ -56,7 +56,7 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def main() -> None:
     params = load_params()
     p = params.precompute
-    dist = Dist()
+    dist = Dist(p.device)
     seed_everything(0)
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
@@ -92,6 +92,12 @@ def main() -> None:
     for reason, n in Counter(table.loc[table["reason"] != "", "reason"]).items():
         skipped[reason] += n
     table = table[table["reason"] == ""].reset_index(drop=True)
+    # The losses compare x0 estimates inside the subject mask m (L_dis^m): with m empty at latent resolution
+    # (a subject smaller than a latent cell) the consistency terms of the sample are 0 and 1 / 0.
+    empty = table["mask_fraction"] == 0
+    if empty.any():
+        skipped["subject mask empty at latent resolution"] += int(empty.sum())
+        table = table[~empty].reset_index(drop=True)
     order = list(dict.fromkeys(table["work_shard"]))   # work shards in input order -> shard-00000, ...
     names = {w: SHARD_PATTERN.format(k) for k, w in enumerate(order)}
     with atomic_dir(LATENT_DIR) as tmp:
@@ -103,11 +109,9 @@ def main() -> None:
     index = table[INDEX_COLUMNS].astype({"row": "int64", "identity": "int64", "original_height": "int64",
                                          "original_width": "int64", "crop_top": "int64", "crop_left": "int64"})
     write_parquet(index, INDEX)
-    empty = int((index["mask_fraction"] == 0).sum())
     print_summary("precompute", len(index), skipped,
                   {"shards": len(names), "vae": p.vae or "models/base", "dtype": str(dtype).replace("torch.", ""),
-                   "processed now / reused from data/work/precompute": f"{run.processed} / {run.reused}",
-                   "masks empty at latent resolution": empty})
+                   "processed now / reused from data/work/precompute": f"{run.processed} / {run.reused}"})
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def tag_rows(tagger, captions: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 
 def main() -> None:
     p = load_params().tag
-    dist = Dist()
+    dist = Dist(p.device)
     captions = read_parquet("data/captions.parquet", "caption")
     upstream = int((~captions["kept"]).sum())
     captions = captions[captions["kept"]].reset_index(drop=True)

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from cocoins.runtime import CPU_KERNEL_PINS, NATIVE_KERNELS_VARIABLE
+from cocoins.runtime import CPU_KERNEL_PINS, CPU_KERNELS_VARIABLE
 
-# The tests run on the stages' pinned CPU kernels, set before any kernel ran: the stages they start inherit them
-# (no re-exec) and what a test computes in-process has the bits a stage would compute.
-if os.environ.get(NATIVE_KERNELS_VARIABLE) != "native":
+# With COCOINS_CPU_KERNELS=pinned the tests run on the stages' pinned CPU kernels, set before any kernel ran: the
+# stages they start inherit them (no re-exec) and what a test computes in-process has the bits a stage would.
+if os.environ.get(CPU_KERNELS_VARIABLE) == "pinned":
     os.environ.update(CPU_KERNEL_PINS)
 
 

@@ -65,7 +65,8 @@ def test_generate_with_a_code_writes_a_sidecar_that_reproduces_the_image(dirs, t
     side = json.loads((tmp_path / "a.json").read_text())
     assert side["prompt"] == ONE and side["codes"] == [{"code_seed": 7}] and side["seed"] == 1
     assert len(side["mapper"]["sha256"]) == 64 and "--code-seed 7" in side["command"]
-    assert main(["generate", "--sidecar", str(tmp_path / "a.json"), "--out", str(tmp_path / "again.png")]) == 0
+    assert main(["generate", "--sidecar", str(tmp_path / "a.json"), "--out", str(tmp_path / "again.png"),
+                 "--device", "cpu"]) == 0
     assert np.array_equal(image, np.asarray(Image.open(tmp_path / "again.png")))
     other = gen(dirs, tmp_path / "b.png", ONE, "--code-seed", "8")
     plain = gen(dirs, tmp_path / "p.png", ONE)
@@ -80,7 +81,8 @@ def test_sample_code_and_code_file_round_trip(dirs, tmp_path):
     assert np.array_equal(from_file, gen(dirs, tmp_path / "s.png", ONE, "--code-seed", "7"))
     # The sidecar carries the code's values: it reproduces the image after the file is gone.
     (tmp_path / "z.safetensors").unlink()
-    assert main(["generate", "--sidecar", str(tmp_path / "f.json"), "--out", str(tmp_path / "f2.png")]) == 0
+    assert main(["generate", "--sidecar", str(tmp_path / "f.json"), "--out", str(tmp_path / "f2.png"),
+                 "--device", "cpu"]) == 0
     assert np.array_equal(from_file, np.asarray(Image.open(tmp_path / "f2.png")))
 
 

@@ -35,23 +35,19 @@ def test_pinned_kernels_train_the_same_bits_on_a_simulated_second_cpu():
     assert pinned["this CPU"]["weights_sha256"] == pinned["SSE4 CPU"]["weights_sha256"]
 
 
-def test_native_opt_out_keeps_the_environment(monkeypatch):
+def test_the_pin_is_opt_in_and_re_executes_with_the_pinned_variables(monkeypatch):
     from cocoins import runtime
 
     calls = []
     monkeypatch.setattr(runtime.os, "execve", lambda *a: calls.append(a))
-    monkeypatch.setenv(runtime.NATIVE_KERNELS_VARIABLE, "native")
-    runtime.pin_cpu_kernels()
-    assert calls == []
-    monkeypatch.delenv(runtime.NATIVE_KERNELS_VARIABLE)
     for k in CPU_KERNEL_PINS:
         monkeypatch.delenv(k, raising=False)
+    monkeypatch.delenv(runtime.CPU_KERNELS_VARIABLE, raising=False)
+    runtime.pin_cpu_kernels()                                  # the default: the CPU's own kernels
+    monkeypatch.setenv(runtime.CPU_KERNELS_VARIABLE, "native")
+    runtime.pin_cpu_kernels()
+    assert calls == []
+    monkeypatch.setenv(runtime.CPU_KERNELS_VARIABLE, "pinned")
     runtime.pin_cpu_kernels()
     (executable, argv, env), = calls
     assert {k: env[k] for k in CPU_KERNEL_PINS} == CPU_KERNEL_PINS and argv[0] == executable
-
-
-def test_makefile_exports_the_same_pins():
-    exported = dict(line.removeprefix("export ").split(" := ") for line in (ROOT / "Makefile").read_text().splitlines()
-                    if line.startswith("export ") and line.split()[1] in CPU_KERNEL_PINS)
-    assert exported == CPU_KERNEL_PINS

@@ -27,7 +27,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_matches_one_process(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "cocoins.training.ddp_check", str(tmp_path / "ddp")]
+           "-m", "cocoins.training.ddp_check", str(tmp_path / "ddp"), "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
@@ -36,7 +36,7 @@ def test_two_process_ddp_keeps_ranks_identical_and_matches_one_process(tmp_path)
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
 
     # The same global batch of 4 in one process: the same steps, up to float rounding of batched kernels ...
-    assert ddp_check.main([str(tmp_path / "single")]) == 0
+    assert ddp_check.main([str(tmp_path / "single"), "--device", "cpu"]) == 0
     single = load_file(str(tmp_path / "single" / "rank-0.safetensors"))
     assert max((single[k] - rank0[k]).abs().max().item() for k in single) < 1e-6
     # ... while training moved the weights far more than that (lr 1e-3, 3 steps).

@@ -11,7 +11,8 @@ from PIL import Image
 from cocoins.eval.metrics.faces import DlibFaceEmbedder
 from cocoins.eval.report import dvc_metrics, markdown_table, nested_metrics, plot_tables
 from cocoins.eval.score_folder import main as score_folder, read_manifest
-from cocoins.eval.scoring import Backends, PerImage, check_manifest, extract, score_table
+from cocoins.eval.metrics.bootstrap import Bootstrap
+from cocoins.eval.scoring import Backends, PerImage, check_manifest, extract, scene_scores, score_table
 from cocoins.runtime import UserError
 
 
@@ -107,8 +108,56 @@ def test_dvc_layout_prefixes_other_methods_and_keeps_reasons():
     nested = nested_metrics(scores)
     assert nested["sets"]["s1"]["good"]["face_sim"] == 1.0 and "s1.base.fid" in nested["null_reasons"]
     plots = plot_tables(scores)
-    assert set(plots) == {"s1_subjects", "s1_settings"} and len(plots["s1_subjects"]) == 4
+    # One file per (set, metric, subject or setting) with data: the null DreamSim and the set-level FID have none.
+    assert "s1_face_sim_per_subject" in plots and "s1_clip_per_setting" in plots
+    assert not any("dreamsim" in k or "fid" in k for k in plots)
+    row = {(r["label"]): r for r in plots["s1_face_sim_per_subject"]}["man / good"]
+    assert row["value"] == pytest.approx(1.0) and row["subject"] == "man" and row["ci_low"] == pytest.approx(1.0)
+    assert len(plots["s1_face_sim_per_subject"]) == 4 and plots["s1_clip_per_subject"][0]["ci_low"] is None
     assert markdown_table(["a", "b", "c"], [[None, 0.12345, 0.00049]]).splitlines()[2] == "| n/a | 0.123 | 4.90e-04 |"
+
+
+def test_div_within_each_subject_and_the_per_image_reference():
+    """man: codes m1 (E0) and m2 (E1); woman: codes w1 and w2 that draw the same person (E2). Two images each;
+    `base` holds the very same images (it has no identity input, so each image is its own person)."""
+    e = np.eye(3)
+    vectors = {"m1": e[0], "m2": e[1], "w1": e[2], "w2": e[2]}
+    rows, faces = [], []
+    for method in ("good", "base"):
+        for ident, v in vectors.items():
+            for k in range(2):
+                rows.append({"path": f"{method}/{ident}/{k}.png", "method": method, "identity": ident, "prompt": "p",
+                             "subject": "man" if ident[0] == "m" else "woman", "set": "s1"})
+                faces.append(v)
+    table = check_manifest(pd.DataFrame(rows))
+    scores = score_table(table, PerImage(faces=faces), Backends(faces=ColorFaces()), boot=Bootstrap(200, seed=0))
+    flat = dvc_metrics(scores, primary="good", reference="base")["s1"]
+    # Across subjects: of the 12 ordered pairs of code means only w1-w2 (2 pairs) has cosine 1.
+    assert flat["face_div"] == pytest.approx(1 - 2 / 12)
+    assert flat["face_div_man"] == pytest.approx(1.0) and flat["face_div_woman"] == pytest.approx(0.0)
+    # Any resample of the two woman codes that draws both has Div 0; drawing one twice is left out.
+    assert (flat["face_div_woman_ci_low"], flat["face_div_woman_ci_high"]) == pytest.approx((0.0, 0.0))
+    assert flat["face_sim_man"] == pytest.approx(1.0) and flat["face_sim_ci_low"] == pytest.approx(1.0)
+    # base, man: 4 images E0 E0 E1 E1, each its own person: 4 of 12 ordered pairs have cosine 1.
+    assert flat["base_face_div_man"] == pytest.approx(1 - 4 / 12) and flat["base_face_sim_man"] == pytest.approx(1.0)
+    assert flat["base_face_div_woman"] == pytest.approx(0.0)
+    assert flat["base_face_div_ci_low"] <= flat["base_face_div"] <= flat["base_face_div_ci_high"]
+    assert "face_div_man" not in dvc_metrics(scores, primary="good", reference="base")["overall"]
+
+
+def test_scene_fidelity_reads_the_prompted_scene():
+    # Scene head probabilities over (studio gray, sky blue, park green, ...); settings name the prompted scene.
+    probs = torch.zeros(4, 8)
+    probs[0, 1], probs[1, 1], probs[2, 2], probs[3, 0] = 0.9, 0.3, 0.6, 1.0
+    probs[1, 2] = 0.7
+    settings = ["sky blue", "sky blue", "park green", "portrait"]
+    scores, why = scene_scores(probs, settings, ["a", "a", "b", "b"], Bootstrap(100, seed=0))
+    assert why == "" and scores["scene_fidelity"] == pytest.approx((0.9 + 0.3 + 0.6) / 3)
+    assert scores["scene_accuracy"] == pytest.approx(2 / 3)
+    # Resampling codes: a's images average 0.6, b's 0.6 (only its scene-naming image counts).
+    assert (scores["scene_fidelity_ci_low"], scores["scene_fidelity_ci_high"]) == pytest.approx((0.6, 0.6))
+    scores, why = scene_scores(probs[3:], ["portrait"], ["b"], Bootstrap(100))
+    assert scores["scene_fidelity"] is None and "names one of the world's scenes" in why
 
 
 def test_manifest_problems_are_named(tmp_path):

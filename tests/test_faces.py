@@ -71,7 +71,9 @@ def test_mtcnn_runs_offline_on_cpu(tiny_world, tmp_path):
     assert counter.count(blank) == [0, 0]
     world = read_celeba(str(tiny_world))
     found = counter.count(world)
-    assert len(found) == len(world) and all(n >= 0 for n in found)
+    # No false positives on drawn portraits: never more faces than the world drew (measured: 1,1,1,1,1,0,2,0,0,0
+    # against 1,1,1,1,1,1,2,1,2,1).
+    assert len(found) == len(world) and all(0 <= n <= drawn for n, drawn in zip(found, world["faces_annotated"]))
     # The measured finding (see faces.py): MTCNN finds most but not all drawn faces, hence the fallback.
     assert sum(n > 0 for n in found) >= len(found) // 3
 

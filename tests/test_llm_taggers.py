@@ -225,17 +225,19 @@ def test_tag_stage_with_a_tiny_local_chat_model(tmp_path, monkeypatch, capsys):
 def test_ollama_requests_run_in_parallel_and_keep_their_order():
     """tag.batch_size requests in flight at once (a threaded server here, OLLAMA_NUM_PARALLEL in real life)."""
     import threading
-    import time
 
     from pytest_httpserver import HTTPServer
 
     active, peak, lock = [0], [0], threading.Lock()
+    # All 4 requests must be in the server at once to pass the barrier: a client sending fewer at a time
+    # breaks it (timeout) and the requests fail, whatever the machine's speed.
+    together = threading.Barrier(4, timeout=30)
 
     def handler(request):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.2)
+        together.wait()
         with lock:
             active[0] -= 1
         caption = json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])["caption1"]

@@ -25,17 +25,34 @@ def test_masked_distance_uses_only_subject_pixels():
 
 
 @pytest.mark.parametrize("form, expected", [("reciprocal", 7.5 + 0.5 / 1.0),
-                                            ("subtract", 7.5 - 0.5 * 1.0),
+                                            ("subtract", 7.5 - 1.0 + 0.05),   # max(0, d+ - d- + margin)
                                             ("none", 7.5)])
 def test_contrastive_loss_forms(form, expected):
     d_pos, d_neg = mse_distance(X, ZERO), mse_distance(X, X + 1)
     assert contrastive_loss(d_pos, d_neg, 0.5, form).item() == pytest.approx(expected)
 
 
+def test_subtract_is_the_hinged_triplet_form_with_a_gradient_only_inside_the_margin():
+    d_pos = torch.tensor([0.10, 0.10], requires_grad=True)
+    d_neg = torch.tensor([0.12, 0.50], requires_grad=True)
+    loss = contrastive_loss(d_pos, d_neg, 0.5, "subtract", margin=0.05)
+    assert loss.item() == pytest.approx((0.10 - 0.12 + 0.05 + 0.0) / 2)   # the second sample is past the margin
+    loss.backward()
+    assert d_pos.grad.tolist() == [0.5, 0.0] and d_neg.grad.tolist() == [-0.5, 0.0]
+
+
 def test_contrastive_loss_averages_per_sample_reciprocals():
     d_pos, d_neg = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0])
     # mean(1 + 1/2, 3 + 1/4): the reciprocal is taken per sample, not of the batch mean.
     assert contrastive_loss(d_pos, d_neg, 1.0).item() == pytest.approx((1.5 + 3.25) / 2)
+
+
+def test_the_batch_reciprocal_takes_one_batch_distance():
+    d_pos, d_neg = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0])
+    # 2 + 1 / mean(2, 4): the reciprocal of the batch's MSE, not the mean of per-sample reciprocals.
+    assert contrastive_loss(d_pos, d_neg, 1.0, reciprocal_of="batch").item() == pytest.approx(2 + 1 / 3)
+    with pytest.raises(ValueError, match="reciprocal_of"):
+        contrastive_loss(d_pos, d_neg, 1.0, reciprocal_of="mean")
 
 
 def test_reciprocal_stays_finite_when_negative_collapses():

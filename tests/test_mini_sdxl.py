@@ -106,3 +106,32 @@ def test_bad_config_is_refused(tmp_path):
         train_mini_sdxl(tmp_path, MiniTrainConfig(corpus_images=4))
     with pytest.raises(ValueError, match="describe_share"):
         train_mini_sdxl(tmp_path, MiniTrainConfig(describe_share=1.5))
+
+
+def test_named_people_are_called_by_one_token_before_the_noun():
+    from cocoins.sdxl.mini import name_tokens
+    from cocoins.sdxl.tokenizer import build_clip_tokenizer
+
+    cfg = MiniTrainConfig(corpus_images=4, named_people=3, named_images=2, name_share=1.0)
+    corpus = render_corpus(cfg, 32)
+    assert len(corpus.images) == 4 + 3 * 2 and corpus.names == name_tokens(3, cfg.corpus_seed)
+    tok = build_clip_tokenizer(second=False)
+    for k, name in enumerate(corpus.names):
+        assert len(tok(name, add_special_tokens=False).input_ids) == 1
+        for caption in corpus.captions[4 + 2 * k] + corpus.captions[5 + 2 * k]:
+            assert f" {name} man" in caption or f" {name} woman" in caption or f" {name} person" in caption
+    # The unnamed portraits come first and are the corpus of named_people = 0, unchanged.
+    plain = render_corpus(MiniTrainConfig(corpus_images=4), 32)
+    assert torch.equal(plain.images, corpus.images[:4])
+
+
+def test_used_token_rows_train_and_the_rest_of_the_table_stays(tmp_path):
+    cfg = MiniTrainConfig(corpus_images=24, named_people=2, named_images=4, vae_steps=2, vae_batch=8, unet_steps=3,
+                          unet_batch=8, warmup_steps=1, train_used_rows=True)
+    summary = train_mini_sdxl(tmp_path / "mini", cfg)
+    pipe, fresh = load_pipeline(tmp_path / "mini"), build_mini_sdxl(seed=cfg.seed)
+    trained, initial = (p.text_encoder.get_input_embeddings().weight for p in (pipe, fresh))
+    name_id = pipe.tokenizer(render_corpus(cfg, 32).names[0], add_special_tokens=False).input_ids[0]
+    changed = (trained != initial).any(dim=1)
+    assert changed[name_id] and 0 < int(changed.sum()) <= summary["trained_token_rows"] // 2 + 1
+    assert (tmp_path / "mini" / "corpus_names.txt").read_text().split() == list(render_corpus(cfg, 32).names)

@@ -1,6 +1,7 @@
 """The whole DAG through DVC on a small world: repro, cache, an experiment, metrics diff, plots."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "caption", "tag", "mask", "base", "identity", "precompute", "train", "prompts", "evaluate"]
+STAGES = ["ingest", "caption", "tag", "mask", "base", "identity", "diagnose", "precompute", "train", "prompts",
+          "evaluate"]
 
 # The embedded default's DAG (the mini SDXL trained by the base stage, the trait classifier) with a few steps
 # of everything and a smaller world, so the test stays around two minutes on 2 cores.
@@ -20,6 +22,7 @@ SMALL = {
     "mini": {"corpus_images": 32, "vae_steps": 2, "vae_batch": 8, "unet_steps": 2, "unet_batch": 8},
     "identity": {"steps": 4, "train_images": 32, "batch_size": 16, "min_accuracy": 0.0,
                  "check_images": 1},
+    "diagnose": {"identities": 2, "seeds": 2, "ti_images": 4, "ti_steps": 3, "ti_batch": 2, "steps": 2},
     "train": {"steps": 3, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 2},
     "prompts": {"subjects": ["man", "woman"]},
     "eval": {"identities_per_subject": 2, "seeds_per_prompt": 2, "steps": 2, "batch_size": 8},
@@ -67,6 +70,12 @@ def project(tmp_path_factory):
     return dest, small_project(dest)
 
 
+def is_score(value) -> bool:
+    """A Sim / Div / agreement: a finite float in [-1, 1] (cosines and shares), not inf or NaN."""
+    return isinstance(value, float) and math.isfinite(value) and -1.0 <= value <= 1.0
+
+
+@pytest.mark.slow
 def test_repro_cache_experiment_and_metrics_diff(project):
     dest, env = project
     first = run("dvc repro", dest, env)
@@ -74,10 +83,13 @@ def test_repro_cache_experiment_and_metrics_diff(project):
     metrics = json.loads((dest / "reports/eval/metrics.json").read_text())
     assert {"portraits", "scenes", "overall", "data"} <= set(metrics)
     for key in ("identity_sim", "identity_div", "base_identity_sim", "base_identity_div", "trait_agreement"):
-        assert isinstance(metrics["scenes"][key], float), key
+        assert is_score(metrics["scenes"][key]), (key, metrics["scenes"][key])
+    diagnose = json.loads((dest / "reports/diagnose/metrics.json").read_text())
+    for row in ("plain", "describe", "textual_inversion"):
+        assert is_score(diagnose[row]["true_trait_agreement"]) and diagnose[row]["images"] == 4, diagnose[row]
     assert json.loads((dest / "reports/identity/metrics.json").read_text())["identity_traits"]
     assert list((dest / "reports/eval/grids").glob("*.png"))
-    assert (dest / "models/mapper/mapper.safetensors").is_file()
+    assert (dest / "models/mapper/diffusion_pytorch_model.safetensors").is_file()
 
     second = run("dvc repro", dest, env)
     assert ran_stages(second) == []
@@ -96,6 +108,7 @@ def test_repro_cache_experiment_and_metrics_diff(project):
     assert "reports/train/live/metrics.json" in changed and "reports/eval/metrics.json" in changed
 
 
+@pytest.mark.slow
 def test_plots_render_offline(project):
     dest, env = project
     template = ROOT / ".dvc" / "offline-plots.html"
@@ -106,3 +119,7 @@ def test_plots_render_offline(project):
     run("dvc plots show -o plots_html", dest, env)
     page = (dest / "plots_html" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vegaEmbed" in page
+    # Each curve once: dvclive's files only inside the declared panels, never as panels of their own; an
+    # evaluation panel only for a metric with data (no CLIP model here).
+    assert '"text": "Train loss terms"' in page and '"text": "reports/train/' not in page
+    assert '"text": "reports/eval/plots/scenes_identity_div_per_subject.json"' in page and "clip_per_" not in page

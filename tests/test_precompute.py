@@ -78,3 +78,19 @@ def test_vae_param_loads_another_vae(tmp_path, monkeypatch, capsys):
     assert "[precompute] vae: models/base" in out and "[precompute] dtype: float32" in out  # CPU: fp32
     with pytest.raises(FileNotFoundError, match="precompute.vae"):
         load_vae(str(tmp_path / "nope"), torch.device("cpu"), torch.float32)
+
+
+def test_a_subject_mask_empty_at_latent_resolution_is_a_recorded_skip(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from PIL import Image
+
+    prepare(tmp_path, monkeypatch)
+    subjects = pd.read_parquet("data/subjects.parquet")
+    first = subjects[subjects["kept"]].iloc[0]
+    with Image.open(first.mask_path) as m:
+        Image.new("L", m.size, 0).save(first.mask_path)   # the subject vanished from its mask
+    capsys.readouterr()
+    run("precompute")
+    index = pd.read_parquet("data/train.parquet")
+    assert first.image_id not in set(index["image_id"]) and len(index) == 7 and (index["mask_fraction"] > 0).all()
+    assert "[precompute]   skipped 1: subject mask empty at latent resolution" in capsys.readouterr().out

@@ -1,13 +1,15 @@
 """The synthetic world's exact identity metric: a trait classifier trained on fresh renders (issue 6)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cocoins.eval.metrics.simdiv import sim_div
-from cocoins.eval.metrics.traits import (TRAIT_CLASSES, TraitClassifier, render_portraits, to_tensor,
-                                         train_trait_classifier, trait_agreement)
+from cocoins.eval.metrics.traits import (HEADS, SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier,
+                                         render_portraits, to_tensor, train_trait_classifier, trait_agreement)
 
 SIZE = 64
 # Traits the renderer draws visibly. `male` has no drawn cue of its own (only its correlates: beard,
@@ -43,7 +45,9 @@ def test_per_trait_accuracy_on_held_out_clean_and_blurred_renders(classifier, he
     blurred = classifier.accuracy(gaussian_blur(to_tensor(images, SIZE), 1.0), labels)
     print("\nclean", {k: round(v, 3) for k, v in clean.items()})
     print("blurred (sigma 1)", {k: round(v, 3) for k, v in blurred.items()})
-    assert set(clean) == set(TRAIT_CLASSES)
+    assert set(clean) == set(HEADS) == {*TRAIT_CLASSES, SCENE}
+    # The scene is the background colour: the easiest head, through blur too (evaluate's scene fidelity).
+    assert clean[SCENE] >= 0.95 and blurred[SCENE] >= 0.9, (clean[SCENE], blurred[SCENE])
     for name in VISIBLE:
         assert clean[name] >= 0.85, (name, clean[name])
         assert blurred[name] >= 0.8, (name, blurred[name])
@@ -87,6 +91,10 @@ def test_save_load_round_trip(classifier, held_out, tmp_path):
     assert loaded.cfg == classifier.cfg
     assert torch.equal(loaded.embed(images), classifier.embed(images))
     assert loaded.predict(images) == classifier.predict(images)
+    meta = json.loads((tmp_path / "traits.json").read_text())
+    (tmp_path / "traits.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "scenes"}))
+    with pytest.raises(ValueError, match="without this renderer's scene head.*dvc repro identity"):
+        TraitClassifier.load(tmp_path)
     (tmp_path / "traits.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="traits.safetensors"):
         TraitClassifier.load(tmp_path)
@@ -98,7 +106,8 @@ def test_predict_accepts_pil_and_other_sizes(classifier, held_out):
     images = held_out[0][:4]
     pil = [Image.fromarray(im).resize((32, 32)) for im in images]
     pred = classifier.predict(pil)
-    assert set(pred) == set(TRAIT_CLASSES) and all(len(v) == 4 for v in pred.values())
+    assert set(pred) == set(HEADS) and all(len(v) == 4 for v in pred.values())
+    assert all(v in SCENE_CLASSES for v in pred[SCENE])
     assert all(v in TRAIT_CLASSES["skin"] for v in pred["skin"])
     with pytest.raises(ValueError, match="uint8"):
         classifier.predict(images.astype(np.float32))

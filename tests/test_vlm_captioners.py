@@ -74,7 +74,11 @@ def test_caption_stage_with_tiny_llava(tiny_llava, tmp_path, monkeypatch, capsys
     run("caption")
     table = pd.read_parquet("data/captions.parquet")
     assert len(table) == 10 and (table["backend"] == "llava").all() and (table["model"] == str(tiny_llava)).all()
-    assert table["kept"].all() and (table["caption1"].str.len() > 0).all()  # deterministic: seed 0
+    # Greedy decoding of random weights may end at once on another CPU: such a row must be a recorded skip,
+    # every other row kept with both captions.
+    has_text = (table["caption1"].str.len() > 0) & (table["caption2"].str.len() > 0)
+    assert (table["kept"] == has_text).all()
+    assert (table.loc[~table["kept"], "reason"] == "empty caption from the model").all()
     assert len(list(Path("data/work/caption").glob("chunk-*.parquet"))) == 3   # 10 images, chunks of 4
     assert "processed now / reused from data/work/caption: 10 / 0" in capsys.readouterr().out
 

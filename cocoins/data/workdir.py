@@ -39,13 +39,15 @@ OPERATIONAL = frozenset({"batch_size", "chunk_size", "device", "host", "timeout"
 class Dist:
     """This process's place among the stage's processes: torch.distributed via accelerate, or alone."""
 
-    def __init__(self):
+    def __init__(self, device: str = "auto"):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self._state = None
         if self.world > 1:
             from accelerate import PartialState  # only under `accelerate launch`
 
-            self._state = PartialState(cpu=not torch.cuda.is_available())  # CPU: gloo, else nothing inits
+            # The stage's device param decides the backend (gloo on CPU), not whether a GPU happens to exist:
+            # `device: cpu` on a GPU machine must still run its processes on the CPU.
+            self._state = PartialState(cpu=resolve_device(device).type == "cpu")
         self.rank = self._state.process_index if self._state else 0
         self.local_rank = self._state.local_process_index if self._state else 0
 

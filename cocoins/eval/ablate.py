@@ -106,7 +106,8 @@ def render(table: Table, rows: list[tuple[int, Row]], results: dict[str, dict], 
         body.append([row.label, " ".join(row.settings), *(values[i][c] for c in shown), *row.paper, status])
     md = (f"# {table.title}\n\nOurs: `{METRICS_FILE}` of each experiment (Sim, Div: Portraits face metrics; CLIP: "
           f"Scenes; id: the synthetic world's trait-classifier identity metric; latent: Portraits latent-space "
-          f"metrics). n/a: null in the metrics file (see its null_reasons). Paper: as printed (face Sim, Div on "
+          f"metrics; scene fid: Scenes scene fidelity, the trait classifier's scene head on the prompted scene). "
+          f"n/a: null in the metrics file (see its null_reasons). Paper: as printed (face Sim, Div on "
           f"Portraits, CLIP on Scenes).\n\n" + markdown_table(header, body))
     if omitted:
         md += f"\nOmitted (null in every row): {', '.join(omitted)}.\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from cocoins.eval.prompt_sets import PORTRAIT_TEMPLATE, tag_subject
+from cocoins.method.mapper import pseudo_words_one_by_one
 
 LATENT_SPACE = "cocoins.method.latent_space"
 
@@ -24,7 +25,7 @@ def _render_codes(pipe, encoder, mapper, codes: torch.Tensor, prompt: str, noise
     images = []
     for start in range(0, len(codes), batch_size):
         z = codes[start:start + batch_size].to(pipe.unet.device)
-        words = mapper(z[:, None, :])
+        words = pseudo_words_one_by_one(mapper, z[:, None, :])
         result = generate(pipe, encoder, [prompt] * len(z), words, [noise_seed] * len(z), steps=steps,
                           guidance=guidance, height=resolution, width=resolution)
         images.extend(result.images)
@@ -49,7 +50,7 @@ def draw_latent_space_figures(pipe, encoder, mapper, e, out_dir: Path, subject: 
         strip = _render_codes(pipe, encoder, mapper, codes, *args)
         ls.image_strip(strip).save(out_dir / "interpolation.png", optimize=False)
         # Fig. 9: code 0 first, then the others by cosine of their pseudo-words to code 0's.
-        order, _ = ls.neighbor_order(mapper(z.to(pipe.unet.device)).cpu(), 0)
+        order, _ = ls.neighbor_order(pseudo_words_one_by_one(mapper, z).cpu(), 0)
         ranked = _render_codes(pipe, encoder, mapper, z[order], *args)
         ls.image_strip(ranked).save(out_dir / "neighbors.png", optimize=False)
     return (f"Figs. 8-9 drawn: interpolation.png ({len(strip)} images), neighbors.png "

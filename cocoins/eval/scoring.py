@@ -4,8 +4,12 @@ A table has one row per image with the manifest columns `path, method, identity,
 optionally `setting`). One pass over the images computes every available per-image quantity (face embedding,
 CLIP score, DreamSim embedding, FID features); then each group is scored from those:
 - per (set, method): face Sim / Div / detection rate, CLIP, DreamSim Sim, FID against `fid_reference`'s images
-  of the same set, latent Sim / Div when latents are given;
+  of the same set, latent Sim / Div when latents are given, the trait classifier's identity Sim / Div and
+  scene fidelity (the probability it reads the prompted scene, where the `setting` names one of its scenes);
 - per (set, method, subject) and per (set, method, setting): the same without FID.
+Every Sim, Div and scene fidelity comes with a bootstrap 95% interval (`<metric>_ci_low`, `<metric>_ci_high`;
+`metrics/bootstrap.py`): resampling codes for a method; for the reference, images for Div and scene fidelity
+(each its own person) and its job groups for Sim.
 A metric whose model is absent is None with its reason in `Scores.unavailable`; a metric that cannot be formed
 from the data (e.g. fewer than two faces found) is None with its reason in `Scores.reasons`.
 """
@@ -24,18 +28,26 @@ from tqdm.auto import tqdm
 from cocoins.eval.metrics.base import require
 from cocoins.eval.metrics.clip import ClipScorer
 from cocoins.eval.metrics.dreamsim import DreamSimEmbedder
+from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval
 from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_embedder
 from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
-from cocoins.eval.metrics.latent import latent_metrics
-from cocoins.eval.metrics.simdiv import sim_div
-from cocoins.eval.metrics.traits import TRAIT_CLASSES, TraitClassifier, identity_model_status, trait_agreement
+from cocoins.eval.metrics.latent import latent_vectors
+from cocoins.eval.metrics.simdiv import group_stats
+from cocoins.eval.metrics.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
+                                         trait_agreement)
 
 MANIFEST_COLUMNS = ("path", "method", "identity", "prompt", "subject", "set")
 # identity_*: the synthetic world's exact identity metric (a trait classifier, `metrics/traits.py`): Sim / Div of
 # its embeddings as Section 4.2 defines them, and the mean and per-trait agreement of same-identity pairs.
+# scene_*: the same classifier's scene head on prompts that name a scene: mean probability of the prompted
+# scene (fidelity) and how often it is the most probable one (accuracy).
 AGREEMENT = tuple(f"agree_{name}" for name in TRAIT_CLASSES)
 METRICS = ("face_sim", "face_div", "face_detection_rate", "clip", "dreamsim", "fid", "latent_sim", "latent_div",
-           "identity_sim", "identity_div", "trait_agreement", *AGREEMENT)
+           "identity_sim", "identity_div", "trait_agreement", *AGREEMENT, "scene_fidelity", "scene_accuracy")
+# Metrics with a bootstrap interval, written as `<metric>_ci_low` / `<metric>_ci_high` beside them.
+WITH_INTERVAL = ("face_sim", "face_div", "dreamsim", "latent_sim", "latent_div", "identity_sim", "identity_div",
+                 "scene_fidelity")
+INTERVALS = tuple(f"{m}_ci_{side}" for m in WITH_INTERVAL for side in ("low", "high"))
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class MetricConfig:
     fid_weights: Optional[str] = None
     identity_model: Optional[str] = None                    # trait classifier dir (synthetic world only)
     fid_reference: str = "base"                             # the method whose images are FID's reference
+    bootstrap_resamples: int = 1000                         # per interval; 0: no intervals
+    bootstrap_seed: int = 0
     strict: bool = False
     batch_size: int = 16
     device: str = "cpu"
@@ -107,6 +121,7 @@ class PerImage:
     fid: Optional[torch.Tensor] = None           # [N, d]
     identity: Optional[torch.Tensor] = None      # [N, d] trait-classifier embedding
     traits: Optional[dict] = None                # trait -> [N] predicted labels
+    scene: Optional[torch.Tensor] = None         # [N, scenes] scene-head probabilities (SCENE_CLASSES order)
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -131,7 +146,7 @@ def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backe
             batch_size: int = 16, desc: str = "scoring") -> PerImage:
     """One pass over the images (in batches, each loaded once) computing every available quantity."""
     per = PerImage(faces=[] if backends.faces else None)
-    clip, ds, fid, ident = [], [], [], []
+    clip, ds, fid, ident, scene = [], [], [], [], []
     if backends.identity is not None:
         per.traits = {name: [] for name in TRAIT_CLASSES}
     for start in tqdm(range(0, len(table), batch_size), desc=desc, unit="batch"):
@@ -148,12 +163,14 @@ def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backe
         if backends.identity is not None:
             probs = backends.identity.probabilities(images)
             ident.append(backends.identity.embed_probabilities(probs))
-            for name, p in probs.items():
-                per.traits[name] += p.argmax(dim=1).tolist()
+            scene.append(probs[SCENE])
+            for name in TRAIT_CLASSES:
+                per.traits[name] += probs[name].argmax(dim=1).tolist()
     per.clip = torch.cat(clip).numpy() if clip else None
     per.dreamsim = torch.cat(ds) if ds else None
     per.fid = torch.cat(fid) if fid else None
     per.identity = torch.cat(ident) if ident else None
+    per.scene = torch.cat(scene) if scene else None
     return per
 
 
@@ -169,36 +186,75 @@ def image_keys(table: pd.DataFrame) -> np.ndarray:
     return table["path"].astype(str).to_numpy()
 
 
+def sim_div_scores(sim_key: str, div_key: Optional[str], vectors, identities: list, div_units: list,
+                   boot: Bootstrap) -> tuple[dict, str]:
+    """Sim grouped by `identities` and Div grouped by `div_units` (the identities, or one unit per image for a
+    model without identity input), each with its bootstrap interval over the same grouping; and why a null."""
+    stats = group_stats(vectors, identities)
+    out = {sim_key: stats.sim()}
+    ci = sim_div_interval(stats, boot)
+    out[f"{sim_key}_ci_low"], out[f"{sim_key}_ci_high"] = ci["sim_ci_low"], ci["sim_ci_high"]
+    reasons = [] if stats.sim() is not None else [
+        f"no identity has two embeddings ({stats.vectors} over {len(stats.names)} identities)"]
+    if div_key is not None:
+        if div_units is not identities:
+            stats = group_stats(vectors, div_units)
+            ci = sim_div_interval(stats, boot)
+        out[div_key] = stats.div()
+        out[f"{div_key}_ci_low"], out[f"{div_key}_ci_high"] = ci["div_ci_low"], ci["div_ci_high"]
+        if out[div_key] is None:
+            reasons.append(f"Div needs two identities with an embedding, got {len(stats.names)}")
+    return out, "; ".join(reasons)
+
+
+def scene_scores(probs: torch.Tensor, settings: list, units: list, boot: Bootstrap) -> tuple[dict, str]:
+    """Scene fidelity (mean probability of the prompted scene) and accuracy of the images whose `setting` names
+    one of the classifier's scenes, the fidelity with its interval over `units`; and why a null."""
+    keys = ("scene_fidelity", "scene_fidelity_ci_low", "scene_fidelity_ci_high", "scene_accuracy")
+    rows = [i for i, s in enumerate(settings) if s in SCENE_CLASSES]
+    if not rows:
+        return dict.fromkeys(keys), "no prompt of this group names one of the world's scenes"
+    target = torch.tensor([SCENE_CLASSES.index(settings[i]) for i in rows])
+    p = probs[torch.tensor(rows)]
+    prompted = p[torch.arange(len(rows)), target].double().numpy()
+    low, high = mean_interval(prompted, [units[i] for i in rows], boot)
+    hits = (p.argmax(dim=1) == target).double().mean()
+    return dict(zip(keys, (float(prompted.mean()), low, high, float(hits)))), ""
+
+
 def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends: Backends,
                   latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None,
-                  every_image_its_own_identity: bool = False) -> tuple[dict, dict]:
+                  every_image_its_own_identity: bool = False, boot: Bootstrap = Bootstrap()) -> tuple[dict, dict]:
     """Metrics of the rows selected by the boolean mask `rows`, and {metric: reason} for data-caused nulls.
     `reference` (a boolean mask) selects the images FID compares against; None skips FID.
 
-    `every_image_its_own_identity`: Div treats each distinct image as its own identity. That is the right
-    reading for a model with no identity input (the base model with no pseudo-word draws a new person for
-    every noise): grouping its images by a code it never saw would average random people together. Sim
-    still pairs the images of each group (same jobs as the method's), which is the baseline Sim must beat."""
+    `every_image_its_own_identity`: Div treats each distinct image as its own identity, and every interval
+    resamples images. That is the right reading for a model with no identity input (the base model with no
+    pseudo-word draws a new person for every noise): grouping its images by a code it never saw would average
+    random people together and shrink Div. Sim still pairs the images of each group (same jobs as the
+    method's), which is the baseline Sim must beat."""
     idx = np.flatnonzero(rows)
     identities = table["identity"].to_numpy()[idx].tolist()
-    div_identities = image_keys(table)[idx].tolist() if every_image_its_own_identity else identities
-    out: dict = {m: None for m in METRICS}
+    units = image_keys(table)[idx].tolist() if every_image_its_own_identity else identities
+    out: dict = {m: None for m in (*METRICS, *INTERVALS)}
     reasons: dict = {}
     out["images"] = int(len(idx))
-    if per.faces is not None:
-        face, why = face_metrics([per.faces[i] for i in idx], identities)
-        if every_image_its_own_identity:
-            face["face_div"] = face_metrics([per.faces[i] for i in idx], div_identities)[0]["face_div"]
-        out.update(face)
+
+    def add(scores: dict, why: str) -> None:
+        out.update(scores)
         if why:
-            reasons.update({k: why for k in ("face_sim", "face_div") if face[k] is None})
+            reasons.update({k: why for k, v in scores.items() if v is None and not k.endswith(("_low", "_high"))})
+
+    if per.faces is not None:
+        faces = [per.faces[i] for i in idx]
+        found, _ = face_metrics(faces, identities)
+        out.update({k: found[k] for k in ("face_detection_rate", "faces")})
+        scores, why = sim_div_scores("face_sim", "face_div", faces, identities, units, boot)
+        add(scores, f"a face was found in {found['faces']}/{len(idx)} images; {why}" if why else "")
     if per.clip is not None and len(idx):
         out["clip"] = float(per.clip[idx].mean())
     if per.dreamsim is not None:
-        result = sim_div(per.dreamsim[idx], identities)
-        out["dreamsim"] = result.sim
-        if result.sim is None:
-            reasons["dreamsim"] = result.reason
+        add(*sim_div_scores("dreamsim", None, per.dreamsim[idx], identities, units, boot))
     if per.fid is not None and reference is not None:
         ref = np.flatnonzero(reference)
         if len(ref) >= 2 and len(idx) >= 2:
@@ -207,23 +263,17 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
         else:
             reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
     if per.identity is not None:
-        result = sim_div(per.identity[idx], identities)
-        out["identity_sim"], out["identity_div"] = result.sim, result.div
-        if every_image_its_own_identity:
-            out["identity_div"] = sim_div(per.identity[idx], div_identities).div
+        add(*sim_div_scores("identity_sim", "identity_div", per.identity[idx], identities, units, boot))
         agree = trait_agreement({name: [labels[i] for i in idx] for name, labels in per.traits.items()},
                                 identities)
         out.update({f"agree_{name}": v for name, v in agree.items()})
         out["trait_agreement"] = _mean(agree[name] for name in backends.identity.identity_traits)
-        if result.reason:
-            reasons.update({k: result.reason for k in ("identity_sim", "identity_div") if out[k] is None})
+    if per.scene is not None and len(idx):
+        add(*scene_scores(per.scene[torch.from_numpy(idx)], table["setting"].to_numpy()[idx].tolist(), units,
+                          boot))
     if latents is not None:
-        lat, why = latent_metrics(latents[torch.from_numpy(idx)], identities)
-        if every_image_its_own_identity:
-            lat["latent_div"] = latent_metrics(latents[torch.from_numpy(idx)], div_identities)[0]["latent_div"]
-        out.update(lat)
-        if why:
-            reasons.update({k: why for k in lat if lat[k] is None})
+        add(*sim_div_scores("latent_sim", "latent_div", latent_vectors(latents[torch.from_numpy(idx)]), identities,
+                            units, boot))
     return out, reasons
 
 
@@ -238,8 +288,9 @@ class Scores:
 
 
 def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_reference: str = "base",
-                latents: Optional[torch.Tensor] = None) -> Scores:
-    """Score every (set, method) group, and every subject and setting within it."""
+                latents: Optional[torch.Tensor] = None, boot: Bootstrap = Bootstrap()) -> Scores:
+    """Score every (set, method) group, and every subject and setting within it. `fid_reference`'s images
+    are also the no-identity-input reference (Div and intervals per image)."""
     sets, subjects, settings, reasons = {}, [], [], {}
     for set_name in table["set"].unique():
         in_set = (table["set"] == set_name).to_numpy()
@@ -249,7 +300,7 @@ def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_refe
             rows = in_set & (table["method"] == method).to_numpy()
             ref = reference if reference.any() and method != fid_reference else None
             own = method == fid_reference
-            metrics, why = group_metrics(table, per, rows, backends, latents, ref, own)
+            metrics, why = group_metrics(table, per, rows, backends, latents, ref, own, boot)
             if ref is None and per.fid is not None:
                 why["fid"] = (f"{method} is the FID reference" if method == fid_reference else
                               f"no images of the reference method {fid_reference!r} in set {set_name!r}")
@@ -260,7 +311,7 @@ def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_refe
                     if not value:
                         continue
                     part, _ = group_metrics(table, per, rows & (table[column] == value).to_numpy(), backends,
-                                            latents, None, own)
+                                            latents, None, own, boot)
                     part.pop("fid")
                     out.append({"set": set_name, column: value, "method": method, "label": f"{value} / {method}",
                                 **part})

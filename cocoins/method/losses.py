@@ -60,16 +60,29 @@ def negative_weight(step: int, total_steps: int, gamma: float, beta: float, sche
 
 
 def contrastive_loss(d_pos: torch.Tensor, d_neg: torch.Tensor, lambda_neg: float,
-                     negative: Literal["reciprocal", "subtract", "none"] = "reciprocal") -> torch.Tensor:
+                     negative: Literal["reciprocal", "subtract", "none"] = "reciprocal",
+                     margin: float = 0.05, reciprocal_of: Literal["sample", "batch"] = "sample") -> torch.Tensor:
     """Eq. 7: L_con = L_dis(x̂*, x̂+) + λ_neg / L_dis(x̂*, x̂-), averaged over the batch.
 
-    `subtract` is the common triplet form L_dis(x̂*, x̂+) - λ_neg L_dis(x̂*, x̂-) and `none` keeps only the
-    positive distance: the rows "Pos + Neg (subtract)" and "Pos" of Table 3.
+    `reciprocal_of` says what L_dis(x̂*, x̂-) is inside the reciprocal. "sample": each sample's distance, the
+    reciprocals then averaged; the smallest distances rule the mean, and those are the low-t samples whose
+    estimates a code barely moves. "batch": the MSE over the whole batch, one number (Appendix B's "L_dis is
+    the Mean Squared Error" read literally as a batch loss), ruled by the samples where the code does move
+    the estimate.
+
+    `subtract` is "the common form of triplet loss" that Table 3 compares against, as it is commonly written
+    (Schroff et al., 2015): max(0, L_dis(x̂*, x̂+) - L_dis(x̂*, x̂-) + margin), no λ_neg. The paper gives no
+    margin; `margin` is in L_dis units (0.05 is about the distance two noises put between x0 estimates of
+    the mini-world). `none` keeps only the positive distance. The rows "Pos + Neg (subtract)" and "Pos".
     """
+    if negative == "reciprocal" and reciprocal_of == "batch":
+        return d_pos.mean() + lambda_neg / (d_neg.mean() + RECIPROCAL_EPS)
+    if reciprocal_of not in ("sample", "batch"):
+        raise ValueError(f"unknown reciprocal_of {reciprocal_of!r}; expected sample or batch")
     if negative == "reciprocal":
         per_sample = d_pos + lambda_neg / (d_neg + RECIPROCAL_EPS)
     elif negative == "subtract":
-        per_sample = d_pos - lambda_neg * d_neg
+        per_sample = torch.relu(d_pos - d_neg + margin)
     elif negative == "none":
         per_sample = d_pos
     else:
@@ -106,6 +119,8 @@ class LossConfig:
     beta: float = 2.0
     lambda_con: float = 1.0
     lambda_back: float = 30.0
+    margin: float = 0.05        # `subtract` only: the triplet margin (not in the paper, which gives none)
+    reciprocal_of: Literal["sample", "batch"] = "sample"   # Eq. 7's L_dis(x̂*, x̂-): per sample or over the batch
 
 
 @dataclass
@@ -127,7 +142,8 @@ def cocoins_loss(x_anchor: torch.Tensor, x_positive: torch.Tensor, x_negative: t
     d_pos = masked_distance(x_anchor, x_positive, mask, distance)
     d_neg = masked_distance(x_anchor, x_negative, mask, distance)
     lambda_neg = negative_weight(step, total_steps, config.gamma, config.beta, config.schedule)
-    loss_con = contrastive_loss(d_pos, d_neg, lambda_neg, config.negative)
+    loss_con = contrastive_loss(d_pos, d_neg, lambda_neg, config.negative, config.margin,
+                                config.reciprocal_of)
     loss_back = None
     if config.background:
         if x_ref1 is None or x_ref2 is None:

@@ -69,6 +69,8 @@ def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
     gradients off: the method trains only its mapper.
     """
     target = resolve_model(model)
+    if not Path(target).is_dir():
+        _check_cached(target, model)
     try:
         pipe = StableDiffusionXLPipeline.from_pretrained(
             target, dtype=dtype, use_safetensors=True, variant=variant, add_watermarker=False)
@@ -84,6 +86,18 @@ def load_pipeline(model: str | os.PathLike, device: str | torch.device = "cpu",
             module.eval().requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _check_cached(hub_id: str, model: str | os.PathLike) -> None:
+    """Offline, a hub id must be in the Hugging Face cache: say so in one line before diffusers tries."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    if not isinstance(try_to_load_from_cache(hub_id, "model_index.json"), str):
+        raise UserError(f"--model {model}: the hub id {hub_id} is not in the Hugging Face cache and downloads are off "
+                        "(HF_HUB_OFFLINE=1); download it once with network (`hf download "
+                        f"{hub_id}`), or give a local diffusers directory such as models/base")
 
 
 def resolve_base(sdxl: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:

@@ -22,9 +22,10 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from cocoins.data.synthetic import SCENE_PHRASES, Traits
+from cocoins.data.synthetic import EYES, HAIR, SCENE_PHRASES, SKIN, Traits
+from cocoins.sdxl.encode import DEFAULT_PLACEHOLDER
 from cocoins.sdxl.tiny import SDXL_SCHEDULER, _seeded
-from cocoins.sdxl.tokenizer import VOCAB_SIZE, build_clip_tokenizer
+from cocoins.sdxl.tokenizer import VOCAB_SIZE, build_clip_tokenizer, clip_vocab_and_merges
 
 # SDXL's scheduler config with one change: the noise schedule is rescaled to zero terminal SNR (Lin et al.,
 # 2024, "Common Diffusion Noise Schedules and Sample Steps Are Flawed"), with v-prediction and trailing
@@ -160,6 +161,42 @@ def corpus_caption(t: Traits, scene: str, rng: random.Random, describe_share: fl
     scene_words = f" {SCENE_PHRASES[scene]}" if rng.random() < 0.8 else ""
     return template.format(a_subject=a_subject, A_subject=a_subject[0].upper() + a_subject[1:],
                            features=features, scene=scene_words)
+
+
+def _world_words() -> set[str]:
+    """Every word the world's captions and evaluation prompts use: names must not collide with them."""
+    text = " ".join([*TEMPLATES, *SCENE_PHRASES.values(), *SKIN, *HAIR, *EYES, "a photo of a man woman person",
+                     "young older is looking at the camera with and", DEFAULT_PLACEHOLDER,
+                     "short long straight wavy bangs bald head skin hair eyes smile neutral expression glasses",
+                     "beard mustache red lipstick skinned tanned haired eyed smiling serious curly bespectacled",
+                     "bearded mustached"])
+    return {w.strip(".,").lower() for w in text.replace("-", " ").replace("{", " ").replace("}", " ").split()}
+
+
+def name_tokens(count: int, seed: int) -> tuple[str, ...]:
+    """`count` names for the corpus's named people: lower-case words of 4 to 8 letters that are one CLIP token
+    (so a name is one slot of the text encoder, as a pseudo-word is), none of them a word the world's captions
+    or prompts use. Drawn from the vocabulary in a seeded order, so the same arguments give the same names."""
+    vocab, _ = clip_vocab_and_merges()
+    banned = _world_words()
+    words = sorted(t[:-4] for t in vocab if t.endswith("</w>") and t[:-4].isascii() and t[:-4].isalpha()
+                   and t[:-4].islower() and 4 <= len(t) - 4 <= 8 and t[:-4] not in banned)
+    if count > len(words):
+        raise ValueError(f"asked for {count} names; the vocabulary has {len(words)} single-token words")
+    rng = random.Random(seed)
+    return tuple(rng.sample(words, count))
+
+
+def named_caption(name: str, t: Traits, scene: str, rng: random.Random) -> str:
+    """A caption that names the person with one token in the slot before the noun, where Eq. 4 puts the
+    pseudo-word ("a photo of a kestrel woman in a green park"): web captions name celebrities this way, and
+    that is what teaches SDXL's text encoders that one token can stand for a whole person."""
+    noun = "person" if rng.random() < 0.15 else "man" if t.male else "woman"
+    template = rng.choice(TEMPLATES)
+    a_subject = f"a {name} {noun}"
+    scene_words = f" {SCENE_PHRASES[scene]}" if rng.random() < 0.8 else ""
+    return template.format(a_subject=a_subject, A_subject=a_subject[0].upper() + a_subject[1:],
+                           features="", scene=scene_words)
 
 
 def parameter_count(module: torch.nn.Module) -> int:

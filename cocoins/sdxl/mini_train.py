@@ -4,6 +4,10 @@ Three phases, as for latent diffusion:
 1. Render a corpus of single-person portraits of fresh random identities (a world seed of its own, so the
    corpus people are not the ingest world's) and write `captions_per_image` captions for each
    (`mini.corpus_caption`: a `describe_share` of them describe the person, the rest name only the class).
+   `named_people` more identities get `named_images` portraits each and a one-token name; `name_share` of
+   their captions call them by it in the slot before the noun (`mini.named_caption`), as web captions name
+   celebrities. Why: without them no single token of the text encoder stands for a whole person, and a
+   pseudo-word (Eq. 4) cannot either (see README, "The mini-world").
 2. Train the AutoencoderKL: L = ||D(z) - I||^2 + kl_weight * KL(q(z|I) || N(0, I)), z ~ q(z|I). Then set
    `scaling_factor` = 1 / std of the posterior means, in the config before saving (SDXL's 0.13025 plays the
    same role: unit-variance latents for the diffusion model).
@@ -33,7 +37,10 @@ from tqdm import tqdm
 
 from cocoins.data.synthetic import SCENES, ImageSpec, WorldConfig, draw_traits, render
 from cocoins.sdxl.encode import PromptEncoder, TokenizedPrompts, TokenSequences
-from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl, corpus_caption
+from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl, corpus_caption, name_tokens, named_caption
+
+
+NAMES_FILE = "corpus_names.txt"   # the named people's names, one a line (diagnostics prompt with them)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class MiniTrainConfig:
     corpus_images: int = 4000
     captions_per_image: int = 4
     describe_share: float = 0.6        # captions that describe the person; the rest name only the class
+    named_people: int = 0              # identities with a one-token name (0: none, the earlier mini-world)
+    named_images: int = 5              # portraits of each named person
+    name_share: float = 0.8            # captions of a named person's portrait that use the name
+    train_used_rows: bool = False      # train the token-table rows of the words the corpus uses (names too)
     vae_steps: int = 3000
     vae_batch: int = 16                # measured: small batches, more steps reach a lower MSE in the same time
     vae_lr: float = 3e-3
@@ -60,23 +71,31 @@ class MiniTrainConfig:
 class MiniCorpus:
     images: torch.Tensor        # [N, 3, S, S] float32 in [-1, 1]
     captions: list[list[str]]   # N lists of captions_per_image captions
+    names: tuple[str, ...] = ()  # the named people's names, in identity order
 
 
 def render_corpus(cfg: MiniTrainConfig, image_size: int) -> MiniCorpus:
-    """Portraits of `corpus_images` random identities (one image each), scenes drawn per image."""
+    """Portraits of `corpus_images` random identities (one image each), then `named_images` portraits of
+    each of `named_people` named identities; scenes drawn per image."""
     world = WorldConfig(seed=cfg.corpus_seed, image_size=image_size)
     rng = random.Random(cfg.corpus_seed)
     scenes = list(SCENES)
+    names = name_tokens(cfg.named_people, cfg.corpus_seed) if cfg.named_people else ()
+    # (identity, name or None) per image: the unnamed first, so named_people = 0 keeps the earlier corpus.
+    plan = [(k + 1, None) for k in range(cfg.corpus_images)]
+    plan += [(cfg.corpus_images + j + 1, name) for j, name in enumerate(names) for _ in range(cfg.named_images)]
     pixels, captions = [], []
-    for k in tqdm(range(cfg.corpus_images), desc="mini corpus", unit="img"):
-        traits = draw_traits(cfg.corpus_seed, k + 1)
-        spec = ImageSpec(f"{k:06d}", (k + 1,), rng.choice(scenes), k)
-        image, _ = render(spec, {k + 1: traits}, world)
+    for k, (identity, name) in enumerate(tqdm(plan, desc="mini corpus", unit="img")):
+        traits = draw_traits(cfg.corpus_seed, identity)
+        spec = ImageSpec(f"{k:06d}", (identity,), rng.choice(scenes), k)
+        image, _ = render(spec, {identity: traits}, world)
         pixels.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
-        captions.append([corpus_caption(traits, spec.scene, rng, cfg.describe_share)
+        captions.append([named_caption(name, traits, spec.scene, rng)
+                         if name is not None and rng.random() < cfg.name_share
+                         else corpus_caption(traits, spec.scene, rng, cfg.describe_share)
                          for _ in range(cfg.captions_per_image)])
     x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    return MiniCorpus(images=x.contiguous(), captions=captions)
+    return MiniCorpus(images=x.contiguous(), captions=captions, names=names)
 
 
 def _cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -123,6 +142,32 @@ def _subset(tokenized: TokenizedPrompts, rows: list[int]) -> TokenizedPrompts:
                             tuple(tokenized.dropped[r] for r in rows))
 
 
+class UsedRows(torch.nn.Module):
+    """Trainable copies of the token-table rows of the ids a corpus uses, swapped in by a forward hook on the
+    encoder's token embedding; `write_back` copies them into the table and removes the hook. SDXL's text
+    encoders learned every word's row, a celebrity's name included: that is what made one token able to stand
+    for a whole person. Training only the used rows keeps the step as cheap as with a frozen table."""
+
+    def __init__(self, text_encoder, input_ids: torch.Tensor):
+        super().__init__()
+        self.table = text_encoder.get_input_embeddings()
+        self.ids = torch.unique(input_ids)
+        self.rows = torch.nn.Parameter(self.table.weight[self.ids].detach().clone())
+        lookup = torch.full((self.table.num_embeddings,), -1, dtype=torch.long)
+        lookup[self.ids] = torch.arange(len(self.ids))
+        self.register_buffer("lookup", lookup, persistent=False)
+        self.handle = self.table.register_forward_hook(self._swap)
+
+    def _swap(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        slot = self.lookup[args[0]]
+        return torch.where((slot >= 0)[..., None], self.rows[slot.clamp(min=0)], output)
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        self.table.weight[self.ids] = self.rows.detach()
+        self.handle.remove()
+
+
 def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: MiniTrainConfig,
                gen: torch.Generator) -> tuple[torch.nn.Module, dict[str, float]]:
     """Phase 3: the scheduler's objective on scaled latents, UNet and text encoders together. Returns (EMA UNet,
@@ -142,11 +187,14 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: Mini
     for m in modules:
         m.train().requires_grad_(True)
     for te in (te1, te2):
-        # The 49,408-row token tables stay at their random init: the corpus uses ~100 of their rows, and
-        # updating all 6.3M entries every step (AdamW on dense gradients) doubled the step time. The
-        # transformer layers learn to read the fixed random word vectors instead.
+        # The 49,408-row token tables stay frozen: updating all 6.3M entries every step (AdamW on dense
+        # gradients) doubled the step time. With `train_used_rows` the rows of the words the corpus uses
+        # train as a small table of their own (`UsedRows`), written back after; otherwise the transformer
+        # layers learn to read the fixed random word vectors.
         te.get_input_embeddings().requires_grad_(False)
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    used = [UsedRows(te, seq.input_ids) for te, seq in zip((te1, te2), tokenized.sequences)] \
+        if cfg.train_used_rows else []
+    params = [p for m in (*modules, *used) for p in m.parameters() if p.requires_grad]
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine_lr(s, cfg.unet_steps, cfg.warmup_steps))
@@ -179,9 +227,11 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: Mini
                 e.lerp_(p, 1 - decay)
         loss_value = 0.98 * loss_value + 0.02 * loss.item() if step else loss.item()
         bar.set_postfix(loss=f"{loss_value:.4f}")
+    for rows in used:
+        rows.write_back()
     for m in modules:
         m.eval().requires_grad_(False)
-    return ema, {"unet_loss_ema": loss_value}
+    return ema, {"unet_loss_ema": loss_value, "trained_token_rows": sum(len(r.ids) for r in used)}
 
 
 def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(),
@@ -191,8 +241,11 @@ def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(
     if cfg.corpus_images < max(cfg.vae_batch, cfg.unet_batch):
         raise ValueError(f"corpus_images ({cfg.corpus_images}) must be at least the batch sizes "
                          f"({cfg.vae_batch}, {cfg.unet_batch})")
-    if not 0.0 <= cfg.describe_share <= 1.0 or not 0.0 <= cfg.caption_dropout < 1.0:
-        raise ValueError("describe_share must be in [0, 1] and caption_dropout in [0, 1)")
+    if not 0.0 <= cfg.describe_share <= 1.0 or not 0.0 <= cfg.caption_dropout < 1.0 \
+            or not 0.0 <= cfg.name_share <= 1.0:
+        raise ValueError("describe_share and name_share must be in [0, 1] and caption_dropout in [0, 1)")
+    if cfg.named_people < 0 or (cfg.named_people and cfg.named_images < 1):
+        raise ValueError("named_people must be >= 0 and named_images >= 1")
     gen = torch.Generator().manual_seed(cfg.seed)
     corpus = render_corpus(cfg, arch.image_size)
     pipe = build_mini_sdxl(arch, cfg.seed)
@@ -205,6 +258,7 @@ def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(
     pipe.unet.load_state_dict(ema.state_dict())
     out = Path(out_dir)
     pipe.save_pretrained(out, safe_serialization=True)
+    (out / NAMES_FILE).write_text("".join(f"{n}\n" for n in corpus.names))
     return {**summary, **unet_summary, "vae_scaling_factor": scaling, "corpus_images": len(corpus.images),
-            "corpus_captions": sum(len(c) for c in corpus.captions)}
+            "corpus_captions": sum(len(c) for c in corpus.captions), "named_people": len(corpus.names)}
 

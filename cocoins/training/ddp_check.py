@@ -49,8 +49,16 @@ def write_tiny_shards(directory: str | Path, latent_size: int = 8, seed: int = 0
     return directory / "train.parquet"
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_accelerator(device: str):
+    """The Accelerator for the `--device` choice: the choice decides CPU or GPU, not whether a GPU exists."""
     from accelerate import Accelerator
+
+    from cocoins.runtime import resolve_device
+
+    return Accelerator(cpu=resolve_device(device).type == "cpu")
+
+
+def main(argv: list[str] | None = None) -> int:
 
     from cocoins.data.shards import ShardReader
     from cocoins.method.losses import LossConfig
@@ -67,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="global batch, all processes together")
     parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per process")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="cpu: gloo on CPU processes even on a GPU machine (the test suite pins it)")
     args = parser.parse_args(argv)
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(args.device)
     work = Path(args.workdir)
     data = work / "data"
     if accelerator.is_main_process and not (data / "train.parquet").is_file():

@@ -196,7 +196,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
 
     if accelerator.is_main_process:
         with atomic_dir(mapper_dir) as tmp:
-            accelerator.unwrap_model(mapper).save(tmp)
+            accelerator.unwrap_model(mapper).save_pretrained(tmp)
         if live is not None:
             live.end()
     accelerator.wait_for_everyone()

@@ -29,7 +29,12 @@ def subject_vectors(latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x - x.mean(dim=1, keepdim=True)
 
 
+def latent_vectors(latents: torch.Tensor) -> torch.Tensor:
+    """The vectors the latent metric compares: each final latent's subject region [N, 4, h, w] -> [N, 4*h*w]."""
+    return subject_vectors(latents, center_ellipse_mask(*latents.shape[-2:]))
+
+
 def latent_metrics(latents: torch.Tensor, identities: Sequence[str]) -> tuple[dict, str]:
     """({latent_sim, latent_div}, reason for a null) of final latents [N, 4, h, w] grouped by identity."""
-    result = sim_div(subject_vectors(latents, center_ellipse_mask(*latents.shape[-2:])), list(identities))
+    result = sim_div(latent_vectors(latents), list(identities))
     return {"latent_sim": result.sim, "latent_div": result.div}, result.reason

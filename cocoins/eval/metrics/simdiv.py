@@ -49,28 +49,58 @@ class SimDiv:
     reason: str = ""           # why sim or div is None
 
 
-def sim_div(vectors: Sequence | torch.Tensor, identities: Sequence[str]) -> SimDiv:
-    """Sim and Div (Section 4.2) of `vectors` [N, d] grouped by `identities`; rows that are None are dropped
-    (an image without a detected face), and a metric that cannot be formed is None with a reason."""
+@dataclass(frozen=True)
+class GroupStats:
+    """What Sim and Div need of each identity, so a resample of identities re-scores without new cosines."""
+    names: list[str]           # identities with at least one vector, in first-seen order
+    pair_sums: np.ndarray      # [k] sum of cosines over the ordered pairs of an identity's vectors
+    pair_counts: np.ndarray    # [k] n (n - 1): its ordered pairs
+    mean_cosines: np.ndarray   # [k, k] cosine between the identities' averaged vectors
+    vectors: int
+
+    def sim(self) -> float | None:
+        pairs = self.pair_counts.sum()
+        return float(self.pair_sums.sum() / pairs) if pairs else None
+
+    def div(self) -> float | None:
+        k = len(self.names)
+        if k < 2:
+            return None
+        c = self.mean_cosines
+        return float(1.0 - (c.sum() - np.trace(c)) / (k * (k - 1)))
+
+
+def group_stats(vectors: Sequence | torch.Tensor, identities: Sequence[str]) -> GroupStats:
+    """Per-identity pair sums and the cosines between identity means of `vectors` [N, d]; rows that are None
+    (an image without a detected face) are dropped."""
     if len(vectors) != len(identities):
         raise ValueError(f"got {len(vectors)} vectors for {len(identities)} identity labels")
     groups: dict[str, list] = {}
     for v, ident in zip(vectors, identities):
         if v is not None:
             groups.setdefault(str(ident), []).append(F.normalize(as_tensor(v).flatten(), dim=0))
-    total = sum(len(g) for g in groups.values())
-    sims, weights = [], []
+    sums, counts, means = [], [], []
     for rows in groups.values():
-        if len(rows) >= 2:
-            sims.append(mean_pairwise_cosine(torch.stack(rows)))
-            weights.append(len(rows) * (len(rows) - 1))
-    reasons = []
-    sim = sum(s * w for s, w in zip(sims, weights)) / sum(weights) if sims else None
+        g = torch.stack(rows)
+        cos = g @ g.T
+        sums.append(float(cos.sum() - cos.diagonal().sum()))
+        counts.append(len(rows) * (len(rows) - 1))
+        means.append(g.mean(dim=0))
+    mean_cosines = np.zeros((0, 0))
+    if means:
+        m = F.normalize(torch.stack(means), dim=1)
+        mean_cosines = (m @ m.T).numpy()
+    return GroupStats(list(groups), np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64),
+                      mean_cosines, sum(len(g) for g in groups.values()))
+
+
+def sim_div(vectors: Sequence | torch.Tensor, identities: Sequence[str]) -> SimDiv:
+    """Sim and Div (Section 4.2) of `vectors` [N, d] grouped by `identities`; rows that are None are dropped
+    (an image without a detected face), and a metric that cannot be formed is None with a reason."""
+    stats = group_stats(vectors, identities)
+    sim, div, reasons = stats.sim(), stats.div(), []
     if sim is None:
-        reasons.append(f"no identity has two embeddings ({total} over {len(groups)} identities)")
-    div = None
-    if len(groups) >= 2:
-        div = 1.0 - mean_pairwise_cosine(torch.stack([torch.stack(g).mean(dim=0) for g in groups.values()]))
-    else:
-        reasons.append(f"Div needs two identities with an embedding, got {len(groups)}")
-    return SimDiv(sim=sim, div=div, identities=len(groups), vectors=total, reason="; ".join(reasons))
+        reasons.append(f"no identity has two embeddings ({stats.vectors} over {len(stats.names)} identities)")
+    if div is None:
+        reasons.append(f"Div needs two identities with an embedding, got {len(stats.names)}")
+    return SimDiv(sim=sim, div=div, identities=len(stats.names), vectors=stats.vectors, reason="; ".join(reasons))

@@ -8,6 +8,10 @@ generations. `embed` concatenates the per-trait softmax vectors and L2-normalise
 Sim / Div come from `simdiv.sim_div` unchanged; `trait_agreement` is the per-trait fraction of same-identity
 image pairs whose predicted labels agree.
 
+A `scene` head reads the background the renderer drew (one of `SCENES`): the mini-world's prompt-fidelity
+metric (evaluate's `scene_fidelity`, standing in for CLIP: Table 4's main effect is prompt fidelity). It is
+trained on the same renders, whose scene is known, and is never part of the identity embedding.
+
 The continuous face-shape factors (face_width, face_length, eye_spacing) are not classified: they are small
 geometric jitters, not categorical traits. Note that a bald identity's hair colour shows only in its
 eyebrows (and beard / mustache), so hair_color is the hardest head on bald portraits.
@@ -38,6 +42,10 @@ TRAIT_CLASSES: dict[str, tuple] = {
     "hair_style": tuple(HAIR_STYLES), "eye_color": tuple(EYES), "eyeglasses": (False, True),
     "beard": (False, True), "mustache": (False, True), "smiling": (False, True), "lipstick": (False, True),
 }
+SCENE = "scene"
+SCENE_CLASSES: tuple[str, ...] = tuple(SCENES)
+# Every head of the network: the traits, then the scene.
+HEADS: dict[str, tuple] = {**TRAIT_CLASSES, SCENE: SCENE_CLASSES}
 WEIGHTS_FILE, CONFIG_FILE = "traits.safetensors", "traits.json"
 
 
@@ -63,22 +71,24 @@ def render_portraits(seed: int, identities: Sequence[int], image_size: int = 64,
                      first_index: int = 0) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render one single-person portrait per entry of `identities` (an identity may repeat: then its images
     differ in scene and pose only) with the renderer's own functions. Returns (uint8 [N, H, W, 3], labels
-    {trait: int64 [N]}); image k uses per-image RNG row `first_index + k`, so the result is a pure function
-    of the arguments."""
+    {head: int64 [N]}, every trait and `scene`); image k uses per-image RNG row `first_index + k`, so the
+    result is a pure function of the arguments."""
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8, got {image_size}")
     cfg = WorldConfig(seed=seed, image_size=image_size)
     scenes = list(SCENES)
     scene_rng = np.random.default_rng([seed, 7, first_index])
     traits: dict[int, Traits] = {}
-    images, labels = [], {name: [] for name in TRAIT_CLASSES}
+    images, labels = [], {name: [] for name in HEADS}
     for k, ident in enumerate(identities):
         if ident not in traits:
             traits[ident] = draw_traits(seed, int(ident))
-        spec = ImageSpec(f"{k:06d}", (int(ident),), scenes[int(scene_rng.integers(len(scenes)))], first_index + k)
+        scene = int(scene_rng.integers(len(scenes)))
+        spec = ImageSpec(f"{k:06d}", (int(ident),), scenes[scene], first_index + k)
         images.append(np.asarray(render(spec, traits, cfg)[0].convert("RGB"), dtype=np.uint8))
         for name, idx in trait_labels(traits[ident]).items():
             labels[name].append(idx)
+        labels[SCENE].append(scene)
     return np.stack(images), {name: np.asarray(v, dtype=np.int64) for name, v in labels.items()}
 
 
@@ -136,7 +146,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 class TraitNet(nn.Module):
     """Conv-BN-ReLU-pool blocks from S down to 4x4 (channels width, 2 width, ...), a shared 256-d layer,
-    then one linear softmax head per trait."""
+    then one linear softmax head per trait and one for the scene."""
 
     def __init__(self, cfg: TraitConfig):
         super().__init__()
@@ -148,7 +158,7 @@ class TraitNet(nn.Module):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
             cin, side, cout = cout, side // 2, cout * 2
         self.body = nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * 16, 256), nn.ReLU())
-        self.heads = nn.ModuleDict({name: nn.Linear(256, len(c)) for name, c in TRAIT_CLASSES.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(256, len(c)) for name, c in HEADS.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.body((x - 0.5) / 0.25)
@@ -163,14 +173,15 @@ class TraitClassifier:
 
     @torch.no_grad()
     def probabilities(self, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
-        """Per-trait softmax [N, classes] of `images` (any container `to_tensor` accepts)."""
+        """Per-head softmax [N, classes] of `images` (any container `to_tensor` accepts): every trait and
+        `scene`."""
         x = to_tensor(images, self.cfg.image_size)
         outs = [self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        return {name: torch.cat([o[name] for o in outs]).softmax(dim=1) for name in TRAIT_CLASSES}
+        return {name: torch.cat([o[name] for o in outs]).softmax(dim=1) for name in HEADS}
 
     def predict(self, images) -> dict[str, list]:
-        """Predicted class value per trait and image, e.g. {"skin": ["tan", ...], "male": [True, ...]}."""
-        return {name: [TRAIT_CLASSES[name][i] for i in p.argmax(dim=1).tolist()]
+        """Predicted class value per head and image, e.g. {"skin": ["tan", ...], "scene": ["sky blue", ...]}."""
+        return {name: [HEADS[name][i] for i in p.argmax(dim=1).tolist()]
                 for name, p in self.probabilities(images).items()}
 
     def embed(self, images) -> torch.Tensor:
@@ -195,7 +206,7 @@ class TraitClassifier:
         return TraitClassifier(self.net, replace(self.cfg, identity_traits=tuple(n for n in TRAIT_CLASSES if n in names)))
 
     def accuracy(self, images, labels: dict[str, np.ndarray]) -> dict[str, float]:
-        """Per-trait accuracy against class indices {trait: int [N]} (as `render_portraits` returns)."""
+        """Per-head accuracy against class indices {head: int [N]} (as `render_portraits` returns)."""
         probs = self.probabilities(images)
         return {name: float((p.argmax(dim=1).numpy() == labels[name]).mean()) for name, p in probs.items()}
 
@@ -205,8 +216,8 @@ class TraitClassifier:
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(out / WEIGHTS_FILE))
         classes = {name: [c if isinstance(c, str) else bool(c) for c in cs] for name, cs in TRAIT_CLASSES.items()}
-        (out / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.cfg), "traits": classes}, indent=2,
-                                                  sort_keys=True) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.cfg), "traits": classes,
+                                                   "scenes": list(SCENE_CLASSES)}, indent=2, sort_keys=True) + "\n")
         return out
 
     @classmethod
@@ -220,6 +231,9 @@ class TraitClassifier:
         expected = {name: list(cs) for name, cs in TRAIT_CLASSES.items()}
         if meta.get("traits") != expected:
             raise ValueError(f"{d / CONFIG_FILE} was saved for other traits than this renderer draws")
+        if meta.get("scenes") != list(SCENE_CLASSES):
+            raise ValueError(f"{d / CONFIG_FILE} was saved without this renderer's scene head; retrain it "
+                             "(`dvc repro identity`)")
         known = {f.name for f in fields(TraitConfig)}
         values = {k: v for k, v in meta["config"].items() if k in known}
         values["identity_traits"] = tuple(values.get("identity_traits", ()))
@@ -283,7 +297,7 @@ def train_trait_classifier(seed: int = 0, steps: int = 800, train_images: int = 
             pick = torch.rand(batch_size, generator=gen) < reconstruct_share
             batch = torch.where(pick[:, None, None, None], x_rec[idx], batch)
         logits = net(augment(batch, gen))
-        loss = sum(F.cross_entropy(logits[name], y_all[name][idx]) for name in TRAIT_CLASSES)
+        loss = sum(F.cross_entropy(logits[name], y_all[name][idx]) for name in HEADS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
