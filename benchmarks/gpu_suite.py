@@ -88,7 +88,8 @@ FULL_TRAIN = (TrainSetting(512, 8), TrainSetting(512, 16), TrainSetting(512, 32)
               TrainSetting(1024, 2), TrainSetting(1024, 4), TrainSetting(1024, 8), TrainSetting(1024, 8, True),
               TrainSetting(1024, 16, True), TrainSetting(1024, 4, attention="plain"))
 FULL_COMPILE = TrainSetting(1024, 8, compile=True)
-TINY_TRAIN = (TrainSetting(32, 2), TrainSetting(32, 2, True), TrainSetting(32, 2, attention="plain"))   # code paths only
+# --tiny: the code paths only (the batch sweep is the GPU run's)
+TINY_TRAIN = (TrainSetting(32, 2), TrainSetting(32, 2, True), TrainSetting(32, 2, attention="plain"))
 
 
 class Budget:
@@ -397,7 +398,8 @@ def fmt(value, digits: int = 3) -> str:
 def markdown(report: dict) -> str:
     d, p = report["device"], report["peaks"]
     lines = [f"# GPU suite: {d['name']}", "",
-             f"`{report['command']}` | torch {report['versions']['torch']}, diffusers {report['versions']['diffusers']}, "
+             f"`{report['command']}` | torch {report['versions']['torch']}, "
+             f"diffusers {report['versions']['diffusers']}, "
              f"transformers {report['versions']['transformers']} | {report['mode']} | {report['seconds']:.0f} s", "",
              f"Peak: datasheet dense bf16 {fmt(p['datasheet_bf16_dense_tflops'])} TFLOP/s ({p['datasheet_source']}); "
              f"measured {p['matmul']}: {fmt(p['measured_matmul_tflops'])} TFLOP/s.", "",
