@@ -2,8 +2,8 @@
 stock `StableDiffusionXLPipeline`, and the data-prep models at real sizes, all with random weights. Writes
 one JSON and one Markdown table to --out. Nothing is asserted: the targets are reported as met or not.
 
-    python benchmarks/gpu_suite.py --out gpu_suite            # one H100 / H200: about 5-7 minutes, --budget-s 450
-    python benchmarks/gpu_suite.py --tiny --out /tmp/suite     # tiny configs on the CPU in seconds (the test)
+    python benchmarks/gpu_suite.py --out gpu_suite            # one H100 / H200, a 450 s budget (untimed yet)
+    python benchmarks/gpu_suite.py --tiny --out /tmp/suite     # tiny configs on the CPU, about a minute (the test)
     python benchmarks/gpu_suite.py --prepare-wheels .whl      # here: the wheels the lent GPU machine lacks
 
 What it measures (the same numbers on any card; MFU against the card's dense bf16 peak from PEAK_BF16_TFLOPS,
