@@ -8,11 +8,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-# The CPU kernels every stage pins for the same bits on any x86-64 CPU (cocoins/runtime.py, CPU_KERNEL_PINS);
-# exported here so that stages need not re-exec themselves to get them.
-export ATEN_CPU_CAPABILITY := avx2
-export ONEDNN_MAX_CPU_ISA := AVX2
-export MKL_CBWR := COMPATIBLE
+# The CPU's own kernels by default; `COCOINS_CPU_KERNELS=pinned make repro` runs every stage on the pinned ones
+# (cocoins/runtime.py, CPU_KERNEL_PINS: the same bits on another x86-64 CPU, 1.5x the UNet's step time).
 # sam2 builds a CUDA extension unless told not to; the Python package is all we need.
 export SAM2_BUILD_CUDA := 0
 

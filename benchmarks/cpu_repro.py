@@ -7,7 +7,8 @@ does to a short mini-SDXL training, and what it costs.
 A second CPU is simulated on this one by the variables that cap each library's instruction-set dispatch (ATen's
 vectorised kernels, oneDNN's convolutions, MKL's GEMM branch): a CPU with fewer instructions makes the same
 choice natively. Each run is its own process (the libraries read the variables once). Unpinned, the simulated
-CPUs train different weights; pinned (`pin_cpu_kernels()` under COCOINS_CPU_KERNELS=pinned, as every stage\ndoes then before its main), the same.
+CPUs train different weights; pinned (`pin_cpu_kernels()` under COCOINS_CPU_KERNELS=pinned, as every stage
+does then before its main), the same.
 
 Speed: process CPU seconds per training step (one thread), so that other work on a shared machine disturbs
 the comparison less than wall time would; the best of --repeats runs per setting.

@@ -19,7 +19,13 @@ def load_bench():
     return module
 
 
+def has_avx2() -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and " avx2" in cpuinfo.read_text()
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not has_avx2(), reason="the simulated second CPU is this one without AVX2: needs an AVX2 CPU")
 def test_pinned_kernels_train_the_same_bits_on_a_simulated_second_cpu():
     bench = load_bench()
     args = SimpleNamespace(steps=2, corpus=16, batch=8, threads=1)

@@ -3,6 +3,7 @@ numbers, so the GPU suite cannot rot between lent GPUs."""
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def load_suite():
     spec = importlib.util.spec_from_file_location("gpu_suite", ROOT / "benchmarks" / "gpu_suite.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_suite"] = module   # its dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
