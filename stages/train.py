@@ -15,6 +15,7 @@ from accelerate import Accelerator
 
 from cocoins.config import load_params
 from cocoins.data.shards import ShardReader
+from cocoins.eval.renders import dir_sha256
 from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import MapperConfig
 from cocoins.method.triplets import TripletConfig
@@ -49,7 +50,11 @@ def main() -> None:
                          checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
                          gradient_checkpointing=t.gradient_checkpointing,
                          gradient_accumulation_steps=t.gradient_accumulation_steps)
-    data_key = hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest()[:16]
+    # A checkpoint resumes only on the data and the frozen model it was trained against: the index, the latent
+    # shards and the base model's files (a retrained base with the same VAE writes the same latents).
+    data_key = hashlib.sha256("\n".join([hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest(),
+                                         dir_sha256("data/latents"), dir_sha256("models/base")]).encode()
+                              ).hexdigest()[:16]
     result = train_mapper(pipe, encoder, shards, mapper_config, loss_config,
                           TripletConfig(**dataclasses.asdict(params.triplet)), config,
                           "models/mapper", "models/checkpoints", REPORT_DIR / "live", accelerator, data_key)
