@@ -18,12 +18,19 @@ export SAM2_BUILD_CUDA := 0
 install: $(STAMP)
 
 # Re-installs only when the project's requirements change; a second run is a no-op.
-$(STAMP): pyproject.toml constraints.txt Makefile
+$(STAMP): pyproject.toml constraints.txt requirements-app.txt Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip==26.3"
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,groundingdino]"
 	# facenet-pytorch pins torch<2.3 and numpy<2 in its metadata but runs on ours; its wheel ships MTCNN.
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps "facenet-pytorch==2.6.0"
+	# gradio 6.31.0 (the web app) declares pillow<13 but runs on the pinned pillow 13.0.0 (the browser test drives
+	# it): its other requirements come from requirements-app.txt, gradio itself without its metadata's pins.
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements-app.txt
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps "gradio==6.31.0"
+	# groundingdino-py pins supervision 0.6 and opencv-python that its model code does not need; the `groundingdino`
+	# extra above holds what it imports (mask.detector_impl: groundingdino, the Grounded-SAM-2 checkpoints).
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps "groundingdino-py==0.4.0"
 	$(PY) -m cocoins.tools.offline_plots --install
 	@touch $(STAMP)
 

@@ -120,7 +120,7 @@ def measure_speed(args) -> dict[str, float]:
     runs = {}
     for name, cls in (("project", CocoinsStep), ("naive", NaiveStep)):
         torch.manual_seed(0)
-        own = Mapper(mapper.config).to(batch.latents.device)
+        own = Mapper(mapper.spec).to(batch.latents.device)
         runs[name] = (cls(pipe.unet, encoder, spec, 256, LossConfig(), TripletConfig()), own,
                       torch.optim.AdamW(own.parameters(), lr=1e-4, weight_decay=0.2), [])
     total = args.warmup + args.steps

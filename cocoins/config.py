@@ -77,7 +77,13 @@ class MaskParams:
     backend: Literal["dataset", "grounded_sam2"] = "dataset"
     face_counter: Literal["mtcnn", "grounding", "annotation"] = "mtcnn"
     max_faces: int = 1
-    detector: str = "IDEA-Research/grounding-dino-base"    # Grounding DINO: hub id or local dir
+    detector_impl: Literal["transformers", "groundingdino"] = "transformers"   # which Grounding DINO code
+    detector: str = "IDEA-Research/grounding-dino-base"    # Grounding DINO (transformers): hub id or local dir
+    groundingdino_config: str = "models/groundingdino/GroundingDINO_SwinT_OGC.py"   # (groundingdino) the config .py
+    groundingdino_checkpoint: str = "models/groundingdino/groundingdino_swint_ogc.pth"
+    groundingdino_text_encoder: str = "models/bert-base-uncased"   # local BERT dir the config's text encoder names
+    groundingdino_min_size: int = 800                      # short side the images are resized to
+    groundingdino_max_size: int = 1333                     # long side at most
     box_threshold: float = 0.35
     text_threshold: float = 0.25
     face_threshold: float = 0.35                           # box threshold for the "face" prompt
@@ -264,7 +270,7 @@ _POSITIVE = {
     "mask.max_faces", "precompute.resolution", "precompute.shard_size", "precompute.batch_size",
     "caption.max_new_tokens", "caption.timeout", "caption.retries", "caption.batch_size", "caption.chunk_size",
     "tag.timeout", "tag.retries", "tag.max_new_tokens", "tag.batch_size", "tag.chunk_size",
-    "mask.batch_size", "mask.chunk_size",
+    "mask.batch_size", "mask.chunk_size", "mask.groundingdino_min_size", "mask.groundingdino_max_size",
     "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
     "train.gradient_accumulation_steps",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",

@@ -3,6 +3,8 @@
 Keeps an image when it has a tagged subject, a non-empty subject mask and 1..max_faces faces (the paper
 trains on single-subject images: max_faces 1). Every kept input image gets a row with its reason.
 Masks: `dataset` (shipped with the data) or `grounded_sam2`; faces: `mtcnn`, `grounding` or `annotation`.
+Grounding DINO (`mask.detector_impl`): transformers' port (hub id or dir) or the original groundingdino package
+(a config .py and a .pth, as the Grounded-SAM-2 repository ships them).
 Restartable: masks and raw face counts go chunk by chunk to data/work/mask/; the face-count decision
 (MTCNN checked against the annotation) is taken once over all rows, then data/masks/ is written at once.
 """
@@ -28,16 +30,16 @@ INPUT = ["image_id", "path", "width", "height", "mask_path", "faces_annotated", 
 
 
 def make_models(p, dist: Dist, all_annotated: bool):
-    """(masker, raw face counter, counter name); Grounding DINO is loaded once and shared."""
+    """(masker, raw face counter, counter name, detector or None); Grounding DINO is loaded once and shared."""
     device = stage_device(p.device, dist)
     detector = face = None
     if p.backend == "grounded_sam2" or p.face_counter == "grounding":
-        from cocoins.backends.grounded_sam2 import GroundingDino, GroundingFaceCounter
+        from cocoins.backends.grounded_sam2 import GroundingFaceCounter, make_detector
 
-        detector = GroundingDino(p.detector, device, p.dtype)
+        detector = make_detector(p, device)
         face = GroundingFaceCounter(detector, p.face_threshold, p.text_threshold, p.batch_size)
     counter, name = make_face_counter(p.face_counter, all_annotated, grounding=face)
-    return make_masker(p, device, detector), counter, name
+    return make_masker(p, device, detector), counter, name, detector
 
 
 def mask_chunk(chunk: pd.DataFrame, masker, counter, work_masks: Path) -> pd.DataFrame:
@@ -73,7 +75,7 @@ def main() -> None:
     work = WorkDir.open(WORK, result_config(p), dist)
     (WORK / "masks").mkdir(parents=True, exist_ok=True)
     all_annotated = bool(len(images)) and bool((images["faces_annotated"] >= 0).all())
-    masker, counter, counter_name = make_models(p, dist, all_annotated)
+    masker, counter, counter_name, detector = make_models(p, dist, all_annotated)
 
     run = run_chunked(images, lambda c: mask_chunk(c, masker, counter, WORK / "masks"), work, p.chunk_size,
                       "masks + faces", dist)
@@ -106,7 +108,8 @@ def main() -> None:
     write_parquet(out, OUT)
     counted = Counter(faces.counters)
     print_summary("mask", int(out["kept"].sum()), Counter(out.loc[~out["kept"], "reason"]),
-                  {"mask backend": masker.name, "faces": faces.note,
+                  {"mask backend": masker.name, "detector": detector.describe() if detector else "none",
+                   "faces": faces.note,
                    "counter per row": ", ".join(f"{k} {v}" for k, v in sorted(counted.items())) or "none",
                    "processed now / reused from data/work/mask": f"{run.processed} / {run.reused}",
                    "skipped upstream (ingest)": upstream})

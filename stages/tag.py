@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cocoins.backends.taggers import make_tagger, validate_pair
+from cocoins.backends.tagger_factory import make_tagger
+from cocoins.backends.taggers import validate_pair
 from cocoins.config import load_params
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import read_parquet, write_parquet

@@ -43,3 +43,14 @@ def tiny_world(tmp_path_factory):
     write_world(root, WorldConfig(**TINY_WORLD))
     return root
 # ---- end cocoins.data ---------------------------------------------------------------------------------------
+
+
+# ---- cocoins.backends: the original groundingdino package (owner: gdino) -----------------------------------
+@pytest.fixture(scope="session")
+def tiny_groundingdino_package(tmp_path_factory):
+    """(config .py, checkpoint .pth, BERT dir) of a tiny random groundingdino-package model. Read-only."""
+    pytest.importorskip("groundingdino", reason="groundingdino-py not installed; `make install` installs it")
+    from cocoins.backends.tiny import build_tiny_groundingdino_package
+
+    return build_tiny_groundingdino_package(tmp_path_factory.mktemp("groundingdino") / "tiny")
+# ---- end cocoins.backends -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -123,3 +124,29 @@ def test_plots_render_offline(project):
     # evaluation panel only for a metric with data (no CLIP model here).
     assert '"text": "Train loss terms"' in page and '"text": "reports/train/' not in page
     assert '"text": "reports/eval/plots/scenes_identity_div_per_subject.json"' in page and "clip_per_" not in page
+
+
+@pytest.mark.slow  # one mask stage under DVC with the tiny original Grounding DINO and a tiny random SAM 2
+def test_experiment_with_the_original_groundingdino(project, tiny_groundingdino_package):
+    """`dvc exp run mask -S mask.detector_impl=groundingdino`: the original package's Grounding DINO on a
+    Grounded-SAM-2-style config .py + .pth drives the DVC-run mask stage; nothing downstream is run."""
+    from cocoins.backends.tiny import SAM2_CONFIG, SAM2_TINY_OVERRIDES
+
+    dest, env = project
+    config, checkpoint, bert = tiny_groundingdino_package
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["mask"].update({
+        "backend": "grounded_sam2", "face_counter": "grounding", "groundingdino_config": str(config),
+        "groundingdino_checkpoint": str(checkpoint), "groundingdino_text_encoder": str(bert),
+        "groundingdino_min_size": 64, "groundingdino_max_size": 96, "box_threshold": 0.0, "text_threshold": 0.0,
+        "face_threshold": 0.0, "sam2_config": SAM2_CONFIG, "sam2_checkpoint": "random",
+        "sam2_overrides": list(SAM2_TINY_OVERRIDES), "device": "cpu", "batch_size": 8})
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run("dvc exp run mask -S mask.detector_impl=groundingdino", dest, env)
+    assert "mask" in ran_stages(out) and set(ran_stages(out)) <= {"ingest", "caption", "tag", "mask"}
+    assert "[mask] detector: groundingdino package (GroundingDINO_Tiny.py, groundingdino_tiny.pth)" in out
+    lock = yaml.safe_load((dest / "dvc.lock").read_text())
+    assert lock["stages"]["mask"]["params"]["params.yaml"]["mask"]["detector_impl"] == "groundingdino"
+    subjects = pd.read_parquet(dest / "data/subjects.parquet")
+    assert len(subjects) == len(pd.read_parquet(dest / "data/images.parquet").query("kept"))
+    assert set(subjects["reason"]) <= {"empty mask", "30 faces (max 1)"}   # every query box labelled "face" too

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cocoins.method.mapper import WEIGHTS_NAME
 from cocoins.sdxl.tiny import save_tiny_sdxl
 from cocoins.training.ddp_check import write_tiny_shards
 
@@ -79,8 +80,8 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(template, tmp_path):
     resumed = int(re.search(r"resumed from step: (\d+)", out).group(1))
     assert 0 < resumed < STEPS and f"step-{resumed:07d}" in saved
 
-    a = load_file(str(straight / "models/mapper/diffusion_pytorch_model.safetensors"))
-    b = load_file(str(killed / "models/mapper/diffusion_pytorch_model.safetensors"))
+    a = load_file(str(straight / "models/mapper" / WEIGHTS_NAME))
+    b = load_file(str(killed / "models/mapper" / WEIGHTS_NAME))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     curves = lambda p: (p / "reports/train/live/plots/metrics/loss.tsv").read_text()
     assert curves(straight) == curves(killed) and len(curves(straight).splitlines()) == STEPS + 1

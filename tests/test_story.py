@@ -1,5 +1,5 @@
-"""Story mode: the shipped example story renders (two characters in one panel) into a storyboard plus panels
-whose sidecars reproduce them; malformed stories are clear errors."""
+"""Story mode: a story with two characters in a panel renders into a storyboard plus panels whose sidecars
+reproduce them; the shipped example story parses; malformed stories are clear errors."""
 
 import json
 from pathlib import Path
@@ -16,27 +16,42 @@ from cocoins.runtime import UserError
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "story-mini-world.yaml"
 
 
-def test_the_example_story_renders_and_each_panel_replays(tmp_path_factory, tmp_path):
-    dirs = write_models(tmp_path_factory.mktemp("story"))
+TWO_PANELS = """
+characters: {alice: {seed: 7}}
+panels:
+  - prompt: "A <alice>woman</alice> and a <bob>man</bob> at an orange sunset."
+    seed: 4
+  - prompt: "A photo of a <subj1>man</subj1> on a purple stage."
+    characters: [bob]
+    seed: 5
+    negative_prompt: "a woman"
+"""
+
+
+def test_the_example_story_parses_with_a_two_character_panel():
     story = parse_story(EXAMPLE.read_text())
-    assert len(story.panels) == 6 and any(len(p.cast) == 2 for p in story.panels)
+    assert len(story.panels) == 6 and story.inline == {"alice": 7, "bob": 11}
+    assert [p.cast for p in story.panels if len(p.cast) == 2] == [("alice", "bob")]
+
+
+def test_a_story_renders_into_a_storyboard_and_each_panel_replays(tmp_path_factory, tmp_path):
+    dirs = write_models(tmp_path_factory.mktemp("story"))
+    assert main(["character", "new", "bob", "--seed", "11", "--mapper", str(dirs / "mapper"),
+                 "--library", str(tmp_path / "lib")]) == 0     # bob from the library, alice from the story
+    (tmp_path / "story.yaml").write_text(TWO_PANELS)
     out = tmp_path / "story"
-    assert main(["story", str(EXAMPLE), "--model", str(dirs / "model"), "--mapper", str(dirs / "mapper"),
-                 "--steps", "1", "--height", str(SIZE), "--width", str(SIZE), "--device", "cpu",
-                 "--library", str(tmp_path / "empty-lib"), "--out", str(out)]) == 0
+    assert main(["story", str(tmp_path / "story.yaml"), "--model", str(dirs / "model"), "--mapper",
+                 str(dirs / "mapper"), "--steps", "1", "--height", str(SIZE), "--width", str(SIZE), "--device", "cpu",
+                 "--library", str(tmp_path / "lib"), "--out", str(out)]) == 0
     panels = sorted(out.glob("panel-*.png"))
-    assert len(panels) == 6 and (out / "storyboard.png").is_file()
-    board = Image.open(out / "storyboard.png")
-    assert board.width > 4 * 256 and board.height > 2 * 256        # 4 columns, 2 rows of upscaled panels
-    four = json.loads((out / "panel-04.json").read_text())
-    assert [c["character"] for c in four["codes"]] == ["alice", "bob"] and four["seed"] == 4
-    assert four["story_prompt"].startswith("A <alice>woman</alice> and a <bob>man</bob>")
-    assert json.loads((out / "panel-05.json").read_text())["negative_prompt"] == "a woman"
-    assert main(["generate", "--sidecar", str(out / "panel-04.json"), "--device", "cpu",
+    assert len(panels) == 2 and Image.open(out / "storyboard.png").width > 2 * 256   # 2 upscaled cells
+    first = json.loads((out / "panel-01.json").read_text())
+    assert first["codes"] == [{"character": "alice", "code_seed": 7}, {"character": "bob", "code_seed": 11}]
+    assert first["story_prompt"].startswith("A <alice>woman</alice>") and first["seed"] == 4
+    assert json.loads((out / "panel-02.json").read_text())["negative_prompt"] == "a woman"
+    assert main(["generate", "--sidecar", str(out / "panel-01.json"), "--device", "cpu",
                  "--out", str(tmp_path / "again.png")]) == 0
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(panels[3])))
-    images = [np.asarray(Image.open(p)) for p in panels]
-    assert len({im.tobytes() for im in images}) == 6
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again.png")), np.asarray(Image.open(panels[0])))
 
 
 @pytest.mark.parametrize("text, message", [

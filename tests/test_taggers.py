@@ -2,7 +2,8 @@
 
 import pytest
 
-from cocoins.backends.taggers import RuleTagger, TagResult, make_tagger, rule_tag, validate, validate_pair
+from cocoins.backends.tagger_factory import make_tagger
+from cocoins.backends.taggers import RuleTagger, TagResult, rule_tag, validate, validate_pair
 from cocoins.data.tags import parse_tagged, strip_tags
 from cocoins.runtime import UserError
 

@@ -3,7 +3,9 @@
 - `GroundingDino`: transformers `AutoModelForZeroShotObjectDetection` + `AutoProcessor` (hub id or dir),
   batched; `post_process_grounded_object_detection` with the box threshold (box score) and the text
   threshold (which prompt tokens label a box). A box is kept only if its label shares a word with the
-  prompt, so the text threshold decides too, not just the box score.
+  prompt, so the text threshold decides too, not just the box score. That is `mask.detector_impl:
+  transformers`, the default; `groundingdino` runs the original package on the Grounded-SAM-2 checkpoints
+  instead (groundingdino_original.py, the same `detect`); `make_detector` picks one.
 - `Sam2Boxes`: the `sam2` package's `build_sam2(config, checkpoint)` + `SAM2ImagePredictor`, box prompts,
   `set_image_batch` / `predict_batch`, one mask per box (multimask off); the subject mask is the union
   of its boxes' masks. `checkpoint: random` builds random weights (tests and benchmarks only).
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol
 
 import numpy as np
 import pandas as pd
@@ -69,12 +71,22 @@ def matching(det: Detections, phrases: list[str]) -> Detections:
     return Detections(det.boxes[keep].reshape(-1, 4), det.scores[keep], [det.labels[k] for k in keep])
 
 
+class Detector(Protocol):
+    def detect(self, images: list[Image.Image], prompts: list[str], box_threshold: float,
+               text_threshold: float) -> list[Detections]: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass
 class GroundingDino:
     model: str
     device: torch.device
     dtype: str = "fp32"
     _loaded: tuple = field(default=(), repr=False)
+
+    def describe(self) -> str:
+        return f"transformers ({self.model})"
 
     def _load(self):
         if not self._loaded:
@@ -96,6 +108,21 @@ class GroundingDino:
             target_sizes=[(im.height, im.width) for im in images])
         return [Detections(r["boxes"].float().cpu().numpy().reshape(-1, 4), r["scores"].float().cpu().numpy(),
                            list(r["text_labels"])) for r in results]
+
+
+def make_detector(p, device) -> Detector:
+    """The Grounding DINO of the `mask` params group (`MaskParams.detector_impl`)."""
+    if p.detector_impl == "transformers":
+        return GroundingDino(p.detector, device, p.dtype)
+    if p.detector_impl == "groundingdino":
+        from cocoins.backends.groundingdino_original import OriginalGroundingDino
+
+        if p.dtype != "fp32":   # the package's inference is fp32; its transformer builds fp32 tensors inside
+            raise UserError(f"mask.dtype: {p.dtype} with mask.detector_impl: groundingdino; the original package "
+                            "runs in fp32, set mask.dtype: fp32")
+        return OriginalGroundingDino(p.groundingdino_config, p.groundingdino_checkpoint, p.groundingdino_text_encoder,
+                                     device, p.groundingdino_min_size, p.groundingdino_max_size)
+    raise UserError(f"unknown mask.detector_impl {p.detector_impl!r}; use transformers or groundingdino")
 
 
 @dataclass
@@ -143,7 +170,7 @@ class Sam2Boxes:
 
 @dataclass
 class GroundedSam2Masker:
-    detector: GroundingDino
+    detector: Detector
     sam: Sam2Boxes
     box_threshold: float = 0.35
     text_threshold: float = 0.25
@@ -193,7 +220,7 @@ class GroundedSam2Masker:
 @dataclass
 class GroundingFaceCounter:
     """Faces = Grounding DINO boxes for "face" over `threshold` (labelled "face" by the text threshold)."""
-    detector: GroundingDino
+    detector: Detector
     threshold: float = 0.35
     text_threshold: float = 0.25
     batch_size: int = 8

@@ -14,7 +14,7 @@ bare mention ("the man", "man") is the earlier person with the same noun, if any
 mention ("the person") is the only person mentioned so far, and is left untagged when there are several.
 
 Every tagger's answer goes through `validate_pair`: removing the tags must give back the caption exactly,
-and both captions must tag the same subjects.
+and both captions must tag the same subjects. `make_tagger` (tagger_factory.py) picks the tagger.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cocoins.data.tags import TagError, parse_tagged
-from cocoins.runtime import UserError
 
 # Singular nouns that name one person. Words that often mean something else ("model", "player",
 # "driver", "figure", "subject") are left out on purpose: rule 4, do not tag when ambiguous.
@@ -145,17 +144,3 @@ class RuleTagger:
 
     def tag_batch(self, pairs: list[tuple[str, str]]) -> list[TagResult]:
         return [self.tag(c1, c2) for c1, c2 in pairs]
-
-
-def make_tagger(p, device=None) -> Tagger:
-    """The tagger for the `tag` params group (`TagParams`); LLM taggers live in llm_taggers.py."""
-    if p.backend == "rules":
-        return RuleTagger()
-    from cocoins.backends import llm_taggers  # imported late: the offline default needs no LLM client
-
-    if p.backend == "ollama":
-        return llm_taggers.ollama_tagger(p.host, p.model, p.retries, p.fallback, p.timeout, p.retry_wait,
-                                         parallel=p.batch_size)
-    if p.backend == "transformers":
-        return llm_taggers.transformers_tagger(p.model, device, p.dtype, p.retries, p.fallback, p.max_new_tokens)
-    raise UserError(f"unknown tag.backend {p.backend!r}; use rules, ollama or transformers")

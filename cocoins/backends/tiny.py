@@ -1,8 +1,9 @@
 """Tiny random models of the real classes, built from configs offline, saved as normal model dirs.
 
 No weights can be downloaded here, so the model backends (LLaVA-Next captioner, chat-LLM tagger,
-Grounding DINO, SAM 2) are tested and benchmarked on these: same classes, same `from_pretrained` /
-`build_sam2` loading path, random weights, a few hundred thousand parameters. Their outputs are
+Grounding DINO in transformers and in the original groundingdino package, SAM 2) are tested and benchmarked
+on these: same classes, same `from_pretrained` / `build_sam2` / config-file loading path, random weights, a
+few hundred thousand parameters (the groundingdino package's fixed Swin-T backbone aside). Their outputs are
 garbage by design; tests check wiring, batching, validation and skip reasons, not quality.
 
 Tokenizers are built offline too: a byte-level BPE trained in milliseconds on a fixed corpus (so any
@@ -38,6 +39,21 @@ CHAT_TEMPLATE = (
 )
 GROUNDING_WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "face", "a", "an", "the", "man",
                    "woman", "person", "boy", "girl", "child", "lady", "young", "older", "doctor")
+# The groundingdino package's config format (the keys of GroundingDINO_SwinT_OGC.py) with a tiny detector.
+# The package fixes the backbone to a named Swin (Swin-T: 28M parameters) and the text-enhancer width to 256.
+GROUNDINGDINO_TINY_CONFIG = {
+    "batch_size": 1, "modelname": "groundingdino", "backbone": "swin_T_224_1k", "position_embedding": "sine",
+    "pe_temperatureH": 20, "pe_temperatureW": 20, "return_interm_indices": [1, 2, 3], "backbone_freeze_keywords": None,
+    "enc_layers": 1, "dec_layers": 2, "pre_norm": False, "dim_feedforward": 32, "hidden_dim": 256, "dropout": 0.0,
+    "nheads": 2, "num_queries": 30, "query_dim": 4, "num_patterns": 0, "num_feature_levels": 4, "enc_n_points": 2,
+    "dec_n_points": 2, "two_stage_type": "standard", "two_stage_bbox_embed_share": False,
+    "two_stage_class_embed_share": False, "transformer_activation": "relu", "dec_pred_bbox_embed_share": True,
+    "dn_box_noise_scale": 1.0, "dn_label_noise_ratio": 0.5, "dn_label_coef": 1.0, "dn_bbox_coef": 1.0,
+    "embed_init_tgt": True, "dn_labelbook_size": 2000, "max_text_len": 256, "text_encoder_type": "bert-base-uncased",
+    "use_text_enhancer": True, "use_fusion_layer": True, "use_checkpoint": False, "use_transformer_ckpt": False,
+    "use_text_cross_attention": True, "text_dropout": 0.0, "fusion_dropout": 0.0, "fusion_droppath": 0.1,
+    "sub_sentence_present": True,
+}
 # Hydra overrides that shrink the packaged sam2.1 hiera-t config to ~6M parameters at 128 px.
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 SAM2_TINY_OVERRIDES = (
@@ -133,3 +149,42 @@ def build_tiny_grounding_dino(out_dir: str | os.PathLike, seed: int = 0) -> Path
     GroundingDinoForObjectDetection(config).save_pretrained(out)
     processor.save_pretrained(out)
     return out
+
+
+def build_tiny_bert(out_dir: str | os.PathLike, words=GROUNDING_WORDS + ("?",), seed: int = 0) -> Path:
+    """A tiny BertModel (32-d, one layer) and a WordPiece tokenizer over `words`, saved as a local BERT dir."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(out)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True).save_pretrained(out)
+    return out
+
+
+def build_tiny_groundingdino_package(out_dir: str | os.PathLike, seed: int = 0) -> tuple[Path, Path, Path]:
+    """(config .py, checkpoint .pth, BERT dir) of a tiny random Grounding DINO of the groundingdino package.
+
+    Shaped like the released files: the config in the package's format naming BERT by hub id, the checkpoint
+    `{"model": state_dict, "args": Namespace}` with the two keys the released ones carry beyond the model
+    (BERT's position_ids buffer, the training-only label_enc.weight).
+    """
+    import argparse
+
+    from cocoins.backends.groundingdino_original import build_from_config
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bert = build_tiny_bert(out / "bert")
+    config = out / "GroundingDINO_Tiny.py"
+    config.write_text("".join(f"{k} = {v!r}\n" for k, v in GROUNDINGDINO_TINY_CONFIG.items()))
+    torch.manual_seed(seed)
+    model = build_from_config(str(config), str(bert))
+    state = model.state_dict()
+    state["bert.embeddings.position_ids"] = model.bert.embeddings.position_ids.clone()
+    c = GROUNDINGDINO_TINY_CONFIG
+    state["label_enc.weight"] = torch.randn(c["dn_labelbook_size"] + 1, c["hidden_dim"])
+    checkpoint = out / "groundingdino_tiny.pth"
+    torch.save({"model": state, "args": argparse.Namespace(**c)}, checkpoint)
+    return config, checkpoint, bert

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline("models/base", device="cpu", dtype=torch.float32)
     mapper = Mapper.load("models/mapper").eval()
     torch.manual_seed(args.seed)
-    untrained = Mapper(mapper.config).eval()
+    untrained = Mapper(mapper.spec).eval()
     reader = ShardReader("data/train.parquet", "data/latents")
     table = measure(pipe, mapper, untrained, reader, args.samples, args.seed)
     steps = len(pipe.scheduler.alphas_cumprod)

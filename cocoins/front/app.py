@@ -1,0 +1,193 @@
+"""`cocoins app`: a Gradio page on a trained mapper. Create or pick a character, type prompts, generate into a
+gallery, download the character's files, run a short story.
+
+Every render goes through `CoCoInsPipeline.__call__`, so the page draws the pixels the API and the CLI draw
+for the same arguments. One render runs at a time (a queue): two browsers are served in turn. Bad input
+(an unknown character, a malformed tag, a wrong code file, an absurd size or step count) is answered in the
+status line and the server keeps running. The page has no path fields: characters are opened by their
+checked names inside the library folder, uploads are read from Gradio's upload cache, and downloads are
+written to a temporary export folder that is the only extra folder Gradio may serve.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cocoins.front.characters import Character, CharacterLibrary
+from cocoins.front.codes import code_from_seed, file_sha256, read_code_file
+from cocoins.front.prompts import check_name
+from cocoins.front.story import parse_story, render_story
+from cocoins.runtime import UserError
+
+EXAMPLE_STORY = Path(__file__).resolve().parents[2] / "examples" / "story-mini-world.yaml"
+MAX_STEPS = 150          # per render in the app; the API allows more
+MAX_STORY_PANELS = 8
+PAGE_CSS = "#gallery img, #storyboard img { image-rendering: pixelated; }"   # small models draw 32 px images
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    max_side: int
+    max_steps: int = MAX_STEPS
+
+    @classmethod
+    def for_model(cls, default_size: int) -> "AppLimits":
+        return cls(max_side=max(2 * default_size, 512))
+
+
+def _int(value, what: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what}: enter a whole number") from None
+    if number != int(number):
+        raise UserError(f"{what} {value}: enter a whole number")
+    return int(number)
+
+
+class FrontApp:
+    """The page's handlers, separate from the widgets so they can be called directly."""
+
+    def __init__(self, pipe, library: CharacterLibrary, export_dir: Path):
+        self.pipe, self.library, self.export_dir = pipe, library, export_dir
+        pipe.library = library            # named prompts resolve in the app's library
+        self.limits = AppLimits.for_model(pipe.default_size)
+        self._lock = threading.Lock()     # the queue already serialises renders; this guards direct calls too
+
+    def check(self, steps, guidance, height, width) -> tuple[int, float, int, int]:
+        steps, height, width = _int(steps, "steps"), _int(height, "height"), _int(width, "width")
+        if not 1 <= steps <= self.limits.max_steps:
+            raise UserError(f"steps {steps}: use 1 to {self.limits.max_steps} in the app")
+        for name, side in (("height", height), ("width", width)):
+            if not 8 <= side <= self.limits.max_side or side % 8:
+                raise UserError(f"{name} {side}: use a multiple of 8 from 8 to {self.limits.max_side} (this model "
+                                f"draws {self.pipe.default_size})")
+        try:
+            guidance = float(guidance)
+        except (TypeError, ValueError):
+            raise UserError("guidance: enter a number (5 is typical)") from None
+        self.pipe.check_settings(steps, guidance, height, width)
+        return steps, guidance, height, width
+
+    def create(self, name: str, seed, upload) -> str:
+        name = check_name((name or "").strip())
+        if upload:
+            z = read_code_file(upload, self.pipe.code_dim, what="the uploaded code file")
+            source = {"code_file_sha256": file_sha256(upload)}
+        else:
+            seed = _int(seed, "code seed")
+            z, source = code_from_seed(seed, self.pipe.code_dim), {"code_seed": seed}
+        self.library.add(Character(name, z, self.pipe.mapper_sha256, source))
+        return f"created {name} ({source}); use it in a prompt as `<{name}>person</{name}>`"
+
+    def export(self, name: str) -> list[str]:
+        if not name:
+            raise UserError("pick a character to download")
+        return [str(p) for p in self.library.export(check_name(name), self.export_dir)]
+
+    def generate(self, prompt: str, seed, steps, guidance, height, width, negative: str):
+        steps, guidance, height, width = self.check(steps, guidance, height, width)
+        with self._lock:
+            out = self.pipe(prompt, seed=_int(seed, "seed"), num_inference_steps=steps, guidance_scale=guidance,
+                            height=height, width=width, negative_prompt=negative or None)
+        return out.images[0]
+
+    def story(self, text: str, steps, height, width):
+        story = parse_story(text or "", where="the story")
+        if len(story.panels) > MAX_STORY_PANELS:
+            raise UserError(f"the story has {len(story.panels)} panels; the app runs up to {MAX_STORY_PANELS}")
+        steps, _, height, width = self.check(steps, 5.0, height, width)
+        out_dir = Path(tempfile.mkdtemp(dir=self.export_dir, prefix="story-"))
+        with self._lock:
+            board = render_story(story, self.pipe, out_dir, library=self.library,
+                                 overrides={"steps": steps, "height": height, "width": width})
+        return str(board)
+
+
+def build_app(front: FrontApp):
+    """The Gradio Blocks page for `front`."""
+    import gradio as gr
+
+    def guarded(fn, n_outputs: int):
+        """Run fn; on a user error leave the outputs as they were and say why in the status line."""
+        def run(*args):
+            try:
+                return fn(*args)
+            except UserError as err:
+                return (*[gr.skip()] * n_outputs, "**error:** " + html.escape(str(err)))
+        return run
+
+    def choices(selected=None):
+        return gr.Dropdown(choices=front.library.names(), value=selected)
+
+    def create(name, seed, upload):
+        message = front.create(name, seed, upload)
+        return choices(name.strip()), message
+
+    def download(name):
+        return front.export(name), f"the files of {name}: keep both, `cocoins character import` reads them"
+
+    def generate(prompt, seed, steps, guidance, height, width, negative, gallery):
+        image = front.generate(prompt, seed, steps, guidance, height, width, negative)
+        items = [(item[0] if isinstance(item, (tuple, list)) else item) for item in (gallery or [])]
+        return [*items, image], html.escape(f"generated {prompt!r} with seed {int(float(seed))}")
+
+    def story(text, steps, height, width):
+        return front.story(text, steps, height, width), "story rendered"
+
+    size = front.pipe.default_size
+    with gr.Blocks(title="CoCoIns") as page:
+        gr.Markdown("# CoCoIns: characters you can keep\nCreate a character, then name it in a prompt: "
+                    "`a photo of a <alice>woman</alice> in a green park`.")
+        with gr.Row():
+            character = gr.Dropdown(front.library.names(), label="character", elem_id="character",
+                                    allow_custom_value=False)
+            new_name = gr.Textbox(label="new character name", placeholder="alice", elem_id="new-name")
+            new_seed = gr.Number(value=0, precision=0, label="code seed", elem_id="new-seed")
+            upload = gr.File(label="or a code file (.safetensors)", file_types=[".safetensors"], type="filepath",
+                             height=140, elem_id="upload")
+        with gr.Row():
+            create_button = gr.Button("Create character", elem_id="create")
+            download_button = gr.Button("Download character files", elem_id="download")
+            files = gr.File(label="character files", file_count="multiple", interactive=False,
+                            height=140, elem_id="files")
+        prompt = gr.Textbox(label="prompt", placeholder="a photo of a <alice>woman</alice> in a green park",
+                            elem_id="prompt")
+        with gr.Row():
+            seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
+            steps = gr.Number(value=20, precision=0, label="steps", elem_id="steps")
+            guidance = gr.Number(value=5.0, label="guidance", elem_id="guidance")
+            height = gr.Number(value=size, precision=0, label="height", elem_id="height")
+            width = gr.Number(value=size, precision=0, label="width", elem_id="width")
+        negative = gr.Textbox(label="negative prompt (optional)", elem_id="negative")
+        generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+        status = gr.Markdown("", elem_id="status")
+        gallery = gr.Gallery(label="gallery", columns=4, format="png", interactive=False, elem_id="gallery")
+        with gr.Accordion("Story", open=False):
+            story_text = gr.Code(EXAMPLE_STORY.read_text() if EXAMPLE_STORY.is_file() else "", language="yaml",
+                                 label="story (YAML)", elem_id="story")
+            story_button = gr.Button("Run story", elem_id="run-story")
+            board = gr.Image(label="storyboard", format="png", type="filepath", interactive=False,
+                             elem_id="storyboard")
+
+        page.load(lambda: choices(), outputs=character)      # characters made since the page was built
+        create_button.click(guarded(create, 1), [new_name, new_seed, upload], [character, status])
+        download_button.click(guarded(download, 1), [character], [files, status])
+        generate_button.click(guarded(generate, 1), [prompt, seed, steps, guidance, height, width, negative,
+                                                     gallery], [gallery, status])
+        story_button.click(guarded(story, 1), [story_text, steps, height, width], [board, status])
+    return page
+
+
+def launch(pipe, library: CharacterLibrary, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Start the app; returns the running Blocks (with `block=False`) so tests can drive and close it."""
+    export_dir = Path(tempfile.mkdtemp(prefix="cocoins-app-"))
+    page = build_app(FrontApp(pipe, library, export_dir))
+    page.queue(default_concurrency_limit=1, max_size=32)
+    page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, allowed_paths=[str(export_dir)],
+                show_error=False, quiet=not block, css=PAGE_CSS)
+    return page

@@ -1,0 +1,55 @@
+"""The web app's handlers without a browser: bad input is a UserError (shown in the status line, the server
+keeps running), downloads are the character's two files in the export folder, names never leave the library."""
+
+import pytest
+import torch
+from front_models import write_models
+
+from cocoins.front.app import FrontApp, build_app
+from cocoins.front.characters import CharacterLibrary
+from cocoins.front.codes import write_code_file
+from cocoins.pipeline import CoCoInsPipeline
+from cocoins.runtime import UserError
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    dirs = write_models(root)
+    pipe = CoCoInsPipeline.from_pretrained(dirs / "model", mapper=dirs / "mapper")
+    (root / "export").mkdir()
+    return FrontApp(pipe, CharacterLibrary(root / "library"), root / "export")
+
+
+def test_bad_input_is_a_user_error(front, tmp_path):
+    assert "created alice" in front.create("alice", 7, None)
+    write_code_file(tmp_path / "short.safetensors", torch.zeros(3))
+    (tmp_path / "image.safetensors").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    cases = [
+        (lambda: front.create("alice", 8, None), "already exists"),
+        (lambda: front.create("../etc", 1, None), "not usable"),
+        (lambda: front.create("carol", 1, str(tmp_path / "short.safetensors")), r"shape \(8,\)"),
+        (lambda: front.create("carol", 1, str(tmp_path / "image.safetensors")), "not a safetensors file"),
+        (lambda: front.generate("a <bob>man</bob>", 0, 2, 5, 32, 32, ""), "no character 'bob'"),
+        (lambda: front.generate("a <alice>woman</bob>", 0, 2, 5, 32, 32, ""), "malformed tag"),
+        (lambda: front.generate("a <alice>woman</alice>", 0, 10**6, 5, 32, 32, ""), "steps 1000000"),
+        (lambda: front.generate("a <alice>woman</alice>", 0, 2, 5, 100000, 32, ""), "height 100000"),
+        (lambda: front.generate("a <alice>woman</alice>", 0, 2, 5, 33, 32, ""), "multiple of 8"),
+        (lambda: front.generate("a <alice>woman</alice>", 0.5, 2, 5, 32, 32, ""), "whole number"),
+        (lambda: front.export("../alice"), "not usable"),
+        (lambda: front.story("panels: [{prompt: 'a <zed>man</zed>'}]", 2, 32, 32), "no character 'zed'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
+    assert front.library.names() == ["alice"]
+
+
+def test_download_is_the_pair_in_the_export_folder_and_the_page_builds(front):
+    front.create("bob", 11, None)
+    paths = front.export("bob")
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["bob.json", "bob.safetensors"]
+    assert all(p.startswith(str(front.export_dir)) for p in paths)
+    page = build_app(front)
+    assert {"prompt", "gallery", "create", "generate", "status", "run-story"} <= {
+        block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
