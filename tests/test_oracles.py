@@ -1,6 +1,5 @@
 """The mini-world's ceilings (cocoins/eval/oracles.py): captions, textual inversion and the scores."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest

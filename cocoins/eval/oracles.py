@@ -111,7 +111,6 @@ def textual_inversion(pipe, encoder: PromptEncoder, identities: list[int], cfg: 
             latents.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
         noun = _noun(draw_traits(cfg.world_seed, ident))
         captions.append([f"a photo of a <subj1>{noun}</subj1> {SCENE_PHRASES[s]}" for s in scenes])
-    d1, d2 = encoder.pseudo_word_dims
     # Start from the embedding of "person" in each encoder: a neutral word, as textual inversion starts from a
     # coarse descriptor.
     start = [enc.get_input_embeddings().weight[tok("person", add_special_tokens=False).input_ids[0]]
