@@ -71,6 +71,8 @@ def make_images(root: Path, n: int, size: tuple[int, int]) -> pd.DataFrame:
 
 
 # ---- models: real-size configs, or the tiny ones, built in memory on the device ------------------------------
+# Built under `torch.device(device)` to skip a host copy, then `.to(device)`: a model may create a parameter with an
+# explicit device (Grounding DINO's `level_embed` stays on the CPU), and `model.device` reads the first parameter.
 def build_llava(real: bool, device, dtype, text_layers: int = 32):
     from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
                               LlavaNextImageProcessor, LlavaNextProcessor, MistralConfig)
@@ -86,10 +88,11 @@ def build_llava(real: bool, device, dtype, text_layers: int = 32):
                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(), tokenizer=tok, patch_size=14,
+    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(  # llava-v1.6: 336 px tiles
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}), tokenizer=tok, patch_size=14,
                                    vision_feature_select_strategy="default", chat_template=tiny.CHAT_TEMPLATE)
     with torch.device(device):
-        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype).eval()
+        model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
     return processor, model
 
 
@@ -104,7 +107,7 @@ def build_chat_llm(real: bool, device, dtype):
     else:
         config = tiny._llama_config(tok)
     with torch.device(device):
-        model = LlamaForCausalLM._from_config(config, dtype=dtype).eval()
+        model = LlamaForCausalLM._from_config(config, dtype=dtype).to(device).eval()
     return tok, model
 
 
@@ -122,7 +125,7 @@ def build_grounding(real: bool, base: bool, device, dtype):
                 else SwinConfig(out_indices=[2, 3, 4]))   # Swin-T (Grounding DINO T)
     config = GroundingDinoConfig(backbone_config=backbone, text_config=BertConfig())
     with torch.device(device):
-        model = GroundingDinoForObjectDetection._from_config(config, dtype=dtype).eval()
+        model = GroundingDinoForObjectDetection._from_config(config, dtype=dtype).to(device).eval()
     return processor, model
 
 
@@ -150,7 +153,7 @@ def build_vae(real: bool, device, dtype):
                   down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                   scaling_factor=0.13025)
     with torch.device(device):
-        return AutoencoderKL(**config).to(dtype).eval()
+        return AutoencoderKL(**config).to(dtype).to(device).eval()
 
 
 def tiny_sdxl_vae():

@@ -41,6 +41,9 @@ def test_tiny_run_writes_measured_json_and_markdown(tmp_path):
     checkpointed = next(r for r in timed if r["checkpointing"])
     assert checkpointed["hardware_tflop_per_step"] > checkpointed["model_tflop_per_step"]   # recomputed forwards
     assert parts["train"]["rows"][-1]["compile"] and "skipped" in parts["train"]["rows"][-1]
+    prof = parts["profile"]
+    assert 0 < prof["busy_ms_per_step"] and 0 < prof["busy_share_of_wall"] <= 1.0 and len(prof["top"]) > 3
+    assert abs(sum(prof["share_by_kind"].values()) - 1.0) < 1e-6 and prof["share_by_kind"]["convolution"] > 0
     gen = parts["generate"]
     assert gen["tflop_per_image"] > 0 and gen["project_over_stock"] > 0
     assert all(p["images_per_s"] > 0 for p in gen["paths"].values()) and set(gen["paths"]) == {"project", "stock"}
@@ -50,7 +53,7 @@ def test_tiny_run_writes_measured_json_and_markdown(tmp_path):
     targets = {t["name"]: t for t in report["targets"]}
     assert all(t["met"] is None for t in targets.values())   # tiny CPU: nothing to meet
     text = (tmp_path / "gpu_suite.md").read_text()
-    assert "## Train step" in text and "## Generation" in text and "## Data prep" in text
+    assert "## Where a train step's time goes" in text and "## Train step" in text and "## Generation" in text and "## Data prep" in text
     assert f"{gen['project_over_stock']:.3g}" in text
 
 
@@ -62,3 +65,20 @@ def test_datasheet_peak_matches_card_names():
     assert lookup("NVIDIA H200") == 989.0
     assert lookup("NVIDIA A100-SXM4-80GB") == 312.0
     assert lookup("NVIDIA L40S") == 362.0 and lookup("NVIDIA L4") == 121.0
+
+
+def test_step_flops_are_affine_in_the_batch_so_two_small_counts_give_any_batch():
+    """The suite counts a step's FLOPs at batches 2 and 4 and extrapolates (an eager count at a batch that fits only
+    with checkpointing would run out of memory); exact only if the step is a fixed part plus a per-sample part."""
+    suite = load_suite()
+    fullsize = sys.modules["train_step_fullsize"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bench = suite.TrainBench(True, torch.device("cpu"), torch.float32, 1, 0)
+        predicted = bench.step_tflop(16, 7)
+        counted = fullsize.count_flops(bench.step_fn, bench.mapper, fullsize.make_batch(7, 16, torch.device("cpu")),
+                                       bench.autocast) / 1e12
+    finally:
+        torch.set_num_threads(threads)
+    assert predicted > 0 and counted == pytest.approx(predicted, rel=1e-9)
