@@ -73,12 +73,12 @@ def codes_for(jobs: pd.DataFrame, code_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def render(pipe, encoder, mapper: Mapper | None, jobs: pd.DataFrame, steps: int, guidance: float,
-           resolution: int, batch_size: int, desc: str) -> Rendered:
+           resolution: int, batch_size: int, desc: str, progress: bool = True) -> Rendered:
     """Render every job, with the mapper's pseudo-word or (mapper None) with the plain prompt."""
     from cocoins.sdxl.generate import generate
 
     latents, images = [], []
-    for start in tqdm(range(0, len(jobs), batch_size), desc=desc):
+    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, disable=not progress):
         chunk = jobs.iloc[start:start + batch_size]
         pseudo_words = None
         if mapper is not None:
