@@ -229,6 +229,7 @@ class EvalParams:
     batch_size: int = 8
     seed: int = 1234
     cpu_threads: int = 1                      # torch threads when rendering on CPU (fixed: same bits anywhere)
+    device: Device = "auto"                   # auto | cpu | cuda (under accelerate launch: each process its own GPU)
     # independent: its own initial noise per (identity, prompt, repeat), as the paper's Sim / Div; shared: per
     # (prompt, repeat), so all codes of a subject start from the same noises (the paper's Figs. 8-9 only).
     noise: Literal["independent", "shared"] = "independent"

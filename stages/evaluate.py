@@ -5,6 +5,10 @@ baseline the method's Sim must beat, the reference of FID and of Div (each of it
 of scene fidelity. Each job has its own initial noise unless `eval.noise: shared`. Images land in
 reports/eval/images/ with JSON sidecars; reports/eval/samples.parquet is their manifest (the same format
 `cocoins.eval.score_folder` takes).
+
+Runs unchanged under `accelerate launch --num_processes N` (`eval.device`: each process its own GPU, or gloo on
+CPU): each process renders its share of the render batches (`cocoins.eval.sharding`), the main process gathers
+them in the one-process order and scores; images, latents and metrics are the same bits as one process.
 """
 
 import json
@@ -14,6 +18,7 @@ import pandas as pd
 import torch
 
 from cocoins.config import EvalParams, load_params
+from cocoins.data.workdir import Dist, stage_device
 from cocoins.eval.figures import draw_latent_space_figures
 from cocoins.eval.grids import image_grid
 from cocoins.eval.metrics.bootstrap import Bootstrap
@@ -21,6 +26,7 @@ from cocoins.eval.protocol import make_jobs, render
 from cocoins.eval.renders import dir_sha256, mapper_record, write_images
 from cocoins.eval.report import dvc_metrics, plot_tables
 from cocoins.eval.scoring import Backends, MetricConfig, extract, load_rgb, score_table
+from cocoins.eval.sharding import ShardedRender
 from cocoins.io import atomic_dir, read_parquet, write_json, write_parquet
 from cocoins.method.mapper import Mapper
 from cocoins.runtime import print_summary, run_stage, seed_everything
@@ -28,6 +34,7 @@ from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
 
 OUT = Path("reports/eval")
+WORK = Path("data/work/evaluate")  # other processes' renders until the main process gathers them
 BASE, MAPPER, IDENTITY = "models/base", "models/mapper", "models/identity"
 PRIMARY, REFERENCE = "cocoins", "base"
 CHUNK = 256                        # images rendered, written and dropped at a time
@@ -38,15 +45,18 @@ SHOWN = ("latent_sim", "base_latent_sim", "face_sim", "face_div", "face_detectio
          "scene_fidelity_ratio")
 
 
-def keep_for_grids(grids: dict, name: str, method: str, jobs: pd.DataFrame, images: list) -> None:
-    """Grid of a (set, subject, method): rows = its first identities (codes), columns = their prompts x seeds."""
-    for job, image in zip(jobs.itertuples(), images):
-        by_identity = grids.setdefault((name, job.subject, method), {})
-        if job.identity_id not in by_identity and len(by_identity) >= GRID_ROWS:
+def grid_images(table: pd.DataFrame) -> dict:
+    """Grid of a (set, subject, method): rows = its first identities (codes), columns = their prompts x seeds.
+    Read back from the written images (PNG is lossless), so every process's renders can be in it."""
+    grids = {}
+    for job in table.itertuples():
+        by_identity = grids.setdefault((job.set, job.subject, job.method), {})
+        if job.identity not in by_identity and len(by_identity) >= GRID_ROWS:
             continue
-        row = by_identity.setdefault(job.identity_id, [])
+        row = by_identity.setdefault(job.identity, [])
         if len(row) < GRID_COLUMNS:
-            row.append(image)
+            row.append(load_rgb(job.path))
+    return grids
 
 
 def metric_config(e: EvalParams, device: str) -> MetricConfig:
@@ -90,8 +100,9 @@ def main() -> None:
     params = load_params()
     e = params.eval
     seed_everything(e.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    dist = Dist(e.device)
+    device = stage_device(e.device, dist)
+    if device.type == "cpu":
         # Tiny models on a shared 2-core CPU ran ~30x faster on one thread (no OpenMP spinning), and a fixed
         # thread count keeps every rendered bit the same on any machine.
         torch.set_num_threads(e.cpu_threads)
@@ -106,24 +117,30 @@ def main() -> None:
     protocol = {"noise": e.noise, "seeds_per_prompt": e.seeds_per_prompt, "bootstrap_resamples": e.bootstrap_resamples,
                 "ci_level": Bootstrap().level}
 
-    rows, latents, grids = [], [], {}
-    with atomic_dir(OUT / "images") as tmp:
+    shard = ShardedRender(dist, WORK)
+    with shard.output_dir(OUT / "images") as tmp:
         for name, prompts in sets.items():
             jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed, e.noise, per_subject[name])
             protocol[f"{name}_identities_per_subject"] = int(jobs.groupby("subject")["identity_id"].nunique().min())
             for method, m in ((PRIMARY, mapper), (REFERENCE, None)):
-                # In chunks, so a full-scale run never holds every image in memory (they are read back to score).
-                for start in range(0, len(jobs), CHUNK):
-                    out = render(pipe, encoder, m, jobs.iloc[start:start + CHUNK], e.steps, e.guidance,
-                                 e.resolution, e.batch_size, f"{name} ({method}) {start}/{len(jobs)}")
-                    rows += write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance,
-                                         e.resolution, BASE, base_sha256, mapper_rec if m is not None else None,
-                                         f"{OUT}/images", device)
-                    latents.append(out.latents)
-                    keep_for_grids(grids, name, method, out.jobs, out.images)
+                # Batches of CHUNK-job chunks (the order evaluate always rendered in: the same bits), each written
+                # and dropped at once, so a full-scale run never holds every image in memory.
+                for index, rows in shard.batches(len(jobs), CHUNK, e.batch_size, f"{name} ({method})"):
+                    out = render(pipe, encoder, m, jobs.iloc[rows], e.steps, e.guidance, e.resolution,
+                                 e.batch_size, "", progress=False)
+                    shard.keep(index, write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance,
+                                                   e.resolution, BASE, base_sha256,
+                                                   mapper_rec if m is not None else None, f"{OUT}/images",
+                                                   device.type), out.latents)
+        gathered = shard.gather()
+    if gathered is None:
+        print(f"[evaluate] process {dist.rank}/{dist.world}: rendered {shard.rendered} batches; "
+              "the main process scores")
+        return
+    rows, latents = gathered
     table = pd.DataFrame(rows)
 
-    config = metric_config(e, device)
+    config = metric_config(e, str(device))
     backends = Backends.load(config)
     per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
     scores = score_table(table, per, backends, REFERENCE, torch.cat(latents), bootstrap(config))
@@ -141,7 +158,7 @@ def main() -> None:
         table["clip"] = per.clip
     write_parquet(table, OUT / "samples.parquet")
     with atomic_dir(OUT / "grids") as tmp:
-        for (name, subject, method), by_identity in grids.items():
+        for (name, subject, method), by_identity in grid_images(table).items():
             image_grid(list(by_identity.values())).save(tmp / f"{name}_{subject}_{method}.png", optimize=False)
         figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
     shown = {k: {m: v for m, v in s.items() if m in SHOWN} for k, s in metrics.items() if k != "protocol"}
