@@ -90,6 +90,13 @@ class DenoiserSpec:
     prediction_type: str           # epsilon | v_prediction
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """The loss in fp32 when the towers run in bf16 / fp16 (L_dis is a squared difference of two x0 estimates,
+    ~1e-9 on a fresh mapper), and in the towers' own precision above that: a float64 run (the layout tests)
+    must not be rounded to fp32 here, or its comparisons measure fp32 rounding instead of the plumbing."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class CocoinsStep:
     """Computes the loss of Eq. 9 for one batch; only the mapper's parameters receive gradients."""
 
@@ -171,15 +178,16 @@ class CocoinsStep:
         x_t = torch.cat([x_star, x_plus, x_minus])
         with record_function("cocoins/unet_3B_grad"):
             out = self._unet(x_t, t3, embeds, pooled, batch.time_ids.repeat(3, 1))
-        x_anchor, x_positive, x_negative = ddim_x0(out, x_t, alpha3, self.spec.prediction_type).float().chunk(3)
+        x0 = at_least_fp32(ddim_x0(out, x_t, alpha3, self.spec.prediction_type))
+        x_anchor, x_positive, x_negative = x0.chunk(3)
 
         x_ref1 = x_ref2 = None
         if self.loss_config.background:
             with record_function("cocoins/references_2B_no_grad"):
                 x_ref1, x_ref2 = self._references(anchor, positive, x_star, x_plus, t, batch.time_ids)
-            x_ref1, x_ref2 = x_ref1.float(), x_ref2.float()
+            x_ref1, x_ref2 = at_least_fp32(x_ref1), at_least_fp32(x_ref2)
         with record_function("cocoins/loss"):
-            return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.float(),
+            return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.to(x_anchor.dtype),
                                 step, total_steps, self.loss_config)
 
 
@@ -219,6 +227,6 @@ class NoisePredictionStep:
             target = a.sqrt() * eps - (1 - a).sqrt() * batch.latents
         else:
             target = eps
-        loss = F.mse_loss(out.float(), target.float())
+        loss = F.mse_loss(at_least_fp32(out), at_least_fp32(target))
         zero = loss.detach() * 0
         return LossTerms(loss, loss, None, zero, zero, 0.0)
