@@ -38,11 +38,14 @@ repro: $(STAMP)
 	dvc repro
 	@$(PY) -m cocoins.tools.summary
 
+# Two pytest workers, each test file on one worker (module fixtures built once): on 2 cores the suite's one-thread
+# parts overlap. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
