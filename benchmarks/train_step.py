@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from cocoins.method.losses import LossConfig, cocoins_loss, ddim_x0  # noqa: E402
 from cocoins.method.mapper import Mapper, MapperConfig  # noqa: E402
 from cocoins.method.triplets import TripletConfig, triplet_latents, triplet_prompts  # noqa: E402
-from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator  # noqa: E402
+from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, at_least_fp32, sample_generator  # noqa: E402
 
 CAPTIONS = [("a <subj1>man</subj1> with short hair smiling at the camera", "photo of a smiling <subj1>man</subj1>"),
             ("a young <subj1>woman</subj1> with long blond hair", "the <subj1>woman</subj1> has blond hair"),
@@ -53,13 +53,13 @@ class NaiveStep(CocoinsStep):
         def estimate(x_t, prompts, words):
             cond = self.encoder.encode(self.encoder.tokenize(prompts, insert=words is not None), words)
             out = self._unet(x_t, t, cond.prompt_embeds, cond.pooled_prompt_embeds, batch.time_ids)
-            return ddim_x0(out, x_t, alpha, self.spec.prediction_type).float()
+            return at_least_fp32(ddim_x0(out, x_t, alpha, self.spec.prediction_type))
 
         x_anchor, x_positive, x_negative = (estimate(x_star, anchor, w1), estimate(x_plus, positive, w1),
                                             estimate(x_minus, negative, w2))
         with torch.no_grad():
             x_ref1, x_ref2 = estimate(x_star, anchor, None), estimate(x_plus, positive, None)
-        return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.float(),
+        return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.to(x_anchor.dtype),
                             step, total_steps, self.loss_config)
 
 
