@@ -305,7 +305,8 @@ def bench_profile(bench: TrainBench, setting: TrainSetting, steps: int = 2) -> d
     busy_us = sum(self_us(e) for e in events)
     groups: dict[str, float] = {}
     for e in events:
-        groups[kernel_group(e.key)] = groups.get(kernel_group(e.key), 0.0) + self_us(e)
+        group = kernel_group(e.key)
+        groups[group] = groups.get(group, 0.0) + self_us(e)
     top = sorted(events, key=self_us, reverse=True)[:12]
     return {"setting": setting_fields(setting), "clock": "device kernels" if cuda else "host ops (CPU run)",
             "wall_ms_per_step": wall_ms, "busy_ms_per_step": busy_us / 1e3 / steps,
