@@ -37,6 +37,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), k2, groups=3)
 
 
+@pytest.mark.slow   # the module classifier: 450 steps on 1,000 renders, about 6 minutes of a shared 2-core machine
 def test_per_trait_accuracy_on_held_out_clean_and_blurred_renders(classifier, held_out):
     images, labels = held_out
     clean = classifier.accuracy(images, labels)
@@ -58,6 +59,7 @@ def test_per_trait_accuracy_on_held_out_clean_and_blurred_renders(classifier, he
     assert clean["eye_color"] >= 0.33 and blurred["eye_color"] >= 0.3   # chance is 0.25
 
 
+@pytest.mark.slow   # shares the module classifier above
 def test_sim_same_identity_clearly_above_cross_identity(classifier):
     ids = [i for i in range(1, 31) for _ in range(4)]          # 30 identities x 4 scenes / poses
     images, _ = render_portraits(seed=2, identities=ids, image_size=SIZE)
@@ -85,8 +87,20 @@ def test_training_is_deterministic_and_seed_dependent():
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
-def test_save_load_round_trip(classifier, held_out, tmp_path):
-    images = held_out[0][:20]
+@pytest.fixture(scope="module")
+def quick_classifier():
+    """A few steps of training: enough for save / load and input handling, which do not depend on accuracy."""
+    return train_trait_classifier(seed=0, steps=3, train_images=32, batch_size=16, image_size=SIZE, width=8,
+                                  progress=False)
+
+
+@pytest.fixture(scope="module")
+def few_renders():
+    return render_portraits(seed=1, identities=range(1, 21), image_size=SIZE)
+
+
+def test_save_load_round_trip(quick_classifier, few_renders, tmp_path):
+    classifier, images = quick_classifier, few_renders[0]
     classifier.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["traits.json", "traits.safetensors"]
     loaded = TraitClassifier.load(tmp_path)
@@ -102,10 +116,10 @@ def test_save_load_round_trip(classifier, held_out, tmp_path):
         TraitClassifier.load(tmp_path)
 
 
-def test_predict_accepts_pil_and_other_sizes(classifier, held_out):
+def test_predict_accepts_pil_and_other_sizes(quick_classifier, few_renders):
     from PIL import Image
 
-    images = held_out[0][:4]
+    classifier, images = quick_classifier, few_renders[0][:4]
     pil = [Image.fromarray(im).resize((32, 32)) for im in images]
     pred = classifier.predict(pil)
     assert set(pred) == set(HEADS) and all(len(v) == 4 for v in pred.values())

@@ -134,6 +134,9 @@ def run_chunked(items: pd.DataFrame, process: Callable[[pd.DataFrame], pd.DataFr
     if KEY not in items:
         raise ValueError(f"items need a {KEY} column (see row_keys)")
     done = work.done_keys()
+    # Every process reads the work dir before any writes to it: otherwise a fast rank's new chunks count as
+    # "reused" in a slower main process's summary.
+    dist.barrier()
     mine = items.iloc[dist.rank::dist.world]
     todo = mine[~mine[KEY].isin(done)]
     bar = tqdm(total=len(todo), desc=f"{desc} [{dist.rank}/{dist.world}]" if dist.world > 1 else desc,
