@@ -4,11 +4,14 @@ and test-suite times. Prints the numbers; nothing here is asserted.
     python benchmarks/pipeline.py                 # cold + warm dvc repro in a fresh copy
     python benchmarks/pipeline.py --install       # also time a fresh venv install (minutes)
     python benchmarks/pipeline.py --tests         # also time `pytest` (the `make test` body)
+    python benchmarks/pipeline.py --per-stage --json T.json   # the cold run stage by stage (dvc.yaml order),
+                                                  # each stage's seconds in T.json (benchmarks/stage_flops.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -41,11 +44,22 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
     return elapsed
 
 
+def stage_names(project: Path) -> list[str]:
+    """dvc.yaml's stages in the order written, which is upstream first (a stage run before its inputs exist
+    fails, so a wrong order cannot pass unnoticed)."""
+    import yaml
+
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--install", action="store_true")
     parser.add_argument("--tests", action="store_true")
+    parser.add_argument("--per-stage", action="store_true", help="time the cold run one stage at a time")
+    parser.add_argument("--json", type=Path, help="write the measured seconds here")
     args = parser.parse_args()
+    measured: dict = {"cores": os.cpu_count()}
     env = {**os.environ, "DVC_NO_ANALYTICS": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
@@ -64,7 +78,14 @@ def main() -> None:
                             work, {**os.environ})
             print(f"install (fresh venv): {seconds:.1f} s")
             shutil.rmtree(work / ".venv")
-        cold = timed(["dvc", "repro"], work, env)
+        if args.per_stage:
+            stages = {name: timed(["dvc", "repro", "--single-item", name], work, env) for name in stage_names(work)}
+            for name, seconds in stages.items():
+                print(f"  {name:<12} {seconds:8.1f} s")
+            measured["stages"] = {k: round(v, 1) for k, v in stages.items()}
+            cold = sum(stages.values())
+        else:
+            cold = timed(["dvc", "repro"], work, env)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         warm = timed(["dvc", "repro"], work, env)
         print(f"dvc repro, cold: {cold:.1f} s (target < 360 s)")
@@ -72,9 +93,14 @@ def main() -> None:
         print(f"peak RSS of the largest stage process: {peak_mb:.0f} MB")
         lock_same = (ROOT / "dvc.lock").is_file() and (work / "dvc.lock").read_text() == (ROOT / "dvc.lock").read_text()
         print(f"dvc.lock identical to the committed one: {lock_same}")
+        measured.update(cold_s=round(cold, 1), warm_s=round(warm, 1), peak_rss_mb=round(peak_mb),
+                        lock_identical=lock_same)
     if args.tests:
         seconds = timed([sys.executable, "-m", "pytest", "-q"], ROOT, {**os.environ, "DVC_NO_ANALYTICS": "1"})
         print(f"pytest (make test body): {seconds:.1f} s")
+        measured["pytest_s"] = round(seconds, 1)
+    if args.json:
+        args.json.write_text(json.dumps(measured, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 
 from cocoins.config import load_params
 from cocoins.eval.base_check import check_base
-from cocoins.eval.metrics.traits import TRAIT_CLASSES, render_portraits, train_trait_classifier
+from cocoins.eval.metrics.traits import TRAIT_CLASSES, render_portraits, train_trait_classifier, vae_round_trip
 from cocoins.io import atomic_dir, write_json
 from cocoins.runtime import UserError, print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import REFERENCE, load_pipeline
@@ -43,14 +43,7 @@ def main() -> None:
         reconstruct, pipe = None, None
         if not (BASE / REFERENCE).is_file():   # a real SDXL is not loaded here: it cannot draw this world
             pipe = load_pipeline(BASE)
-            vae = pipe.vae
-
-            def reconstruct(x: torch.Tensor) -> torch.Tensor:
-                # The base model sees images at its own resolution; reconstruct there, compare at ours.
-                size = vae.config.sample_size
-                y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-                y = vae.decode(vae.encode(y * 2 - 1).latent_dist.mean).sample
-                return torch.nn.functional.interpolate((y + 1) / 2, size=x.shape[-2:], mode="bilinear")
+            reconstruct = vae_round_trip(pipe.vae)   # the base model sees images at its own resolution
         classifier = train_trait_classifier(seed=p.seed, steps=p.steps, train_images=p.train_images,
                                             batch_size=p.batch_size, image_size=p.image_size,
                                             reconstruct=reconstruct, reconstruct_share=p.reconstruct_share)

@@ -257,6 +257,19 @@ def identity_model_status(directory: Optional[str]) -> tuple[bool, str]:
     return True, ""
 
 
+def vae_round_trip(vae) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images [N, 3, S, S] in [0, 1] -> what `vae` (a diffusers AutoencoderKL) makes of them: encoded and decoded
+    (posterior mean) at the VAE's own resolution, resized back to S. `train_trait_classifier`'s `reconstruct`."""
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        size = vae.config.sample_size
+        y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        y = vae.decode(vae.encode(y * 2 - 1).latent_dist.mean).sample
+        return F.interpolate((y + 1) / 2, size=x.shape[-2:], mode="bilinear")
+
+    return reconstruct
+
+
 def train_trait_classifier(seed: int = 0, steps: int = 800, train_images: int = 1500, batch_size: int = 64,
                            image_size: int = 64, width: int = 16, lr: float = 3e-3, progress: bool = True,
                            reconstruct: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
