@@ -56,6 +56,11 @@ def cpu_description() -> dict:
             "cores": os.cpu_count(), "isa": [f for f in wanted if f in flags]}
 
 
+def cpu_slug(cpu: dict) -> str:
+    """The CPU model as a file-name part of the results (`amd-epyc`)."""
+    return re.sub(r"[^a-z0-9]+", "-", cpu["model"].lower()).strip("-")
+
+
 def run_setting(dtype: str, kernels: str, args) -> dict:
     from cocoins.runtime import CPU_KERNEL_PINS
 
@@ -108,7 +113,7 @@ def main(argv=None) -> dict:
               "runs": args.runs, "results": results, "load_average_1min_at_end": load,
               "note": (f"The machine is shared: load average {load:.1f} on {cpu['cores']} cores at the end, so these "
                        "are lower bounds of the peak." if load is not None else "")}
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu["model"].lower()).strip("-")
+    slug = cpu_slug(cpu)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cpu_peak-{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / f"cpu_peak-{slug}.md").write_text(markdown(report))

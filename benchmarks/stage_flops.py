@@ -8,13 +8,15 @@
 
     python benchmarks/stage_flops.py                        # writes benchmarks/results/stage_flops-<cpu>.{json,md}
     python benchmarks/stage_flops.py --steps 2 --out /tmp/f    # quick look
+    python benchmarks/stage_flops.py --profile 12            # and each step's 12 costliest ops
     python benchmarks/stage_flops.py --stage-times T.json   # T.json from `benchmarks/pipeline.py --per-stage`:
                                                             # adds each stage's whole-run FLOP rate
 
 FLOPs are counted by torch.utils.flop_counter.FlopCounterMode on one step (matmuls, convolutions, attention:
 forward and backward; elementwise work and the optimizer are not counted, so the rates are of the counted
-work). Time is the best of --repeats runs of --steps steps after one warm-up step, weights random (neither FLOPs
-nor time depend on their values). The peak is torch.matmul on square fp32 products in the same process and
+work). A step is a run of 1 + n steps minus a run of 1 (what a phase sets up before its loop, such as the trait
+classifier's rendered and reconstructed training images, is done once per stage, not per step). Time: best of
+--repeats runs each, after one warm-up run; weights random (neither FLOPs nor time depend on their values). The peak is torch.matmul on square fp32 products in the same process and
 threads (as `benchmarks/cpu_peak.py`). A stage's whole-run rate divides steps x FLOPs per step by the stage's
 wall time, which also holds what is not a step (rendering the corpus, loading, saving, scoring).
 """
@@ -35,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cpu_peak import cpu_description  # noqa: E402
+from cpu_peak import cpu_description, cpu_slug  # noqa: E402
 
 
 def matmul_gflops(threads: int, size: int = 512, seconds: float = 2.0) -> float:
@@ -50,22 +52,44 @@ def matmul_gflops(threads: int, size: int = 512, seconds: float = 2.0) -> float:
     return 2 * size ** 3 * products / (time.perf_counter() - start) / 1e9
 
 
+# A phase's run(n) may set up before its n steps (the trait classifier renders and reconstructs its training
+# images, the UNet phase copies the EMA model): a step is measured as run(1 + n) minus run(1).
+
 def count_flops(run: Callable[[int], None]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        run(1)
-    return counter.get_total_flops()
+    totals = []
+    for n in (1, 2):
+        with FlopCounterMode(display=False) as counter:
+            run(n)
+        totals.append(counter.get_total_flops())
+    return totals[1] - totals[0]
 
 
 def seconds_per_step(run: Callable[[int], None], steps: int, repeats: int) -> float:
     run(1)   # warm-up: allocator, oneDNN primitive caches
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(steps)
-        best = min(best, (time.perf_counter() - start) / steps)
-    return best
+
+    def best(n: int) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(n)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return max(best(1 + steps) - best(1), 1e-9) / steps
+
+
+def profile_ops(run: Callable[[int], None], top: int) -> list[dict]:
+    """The ops that take the CPU time of a run of 3 steps (set-up included), by self time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(3)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
 def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
@@ -181,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--tiny", action="store_true", help="batches of a few images (the test suite's run)")
     parser.add_argument("--threads", type=int, help="one thread count for every stage instead of the stages' own")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="also list each step's top N ops")
     args = parser.parse_args(argv)
     params = load_params(ROOT / "params.yaml")
     stage_times = json.loads(args.stage_times.read_text())["stages"] if args.stage_times else {}
@@ -198,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append({"stage": stage, "step": name, "threads": threads, "gflop_per_step": flops / 1e9,
                          "seconds_per_step": seconds, "gflops": flops / seconds / 1e9,
                          "of_peak": flops / seconds / 1e9 / peaks[threads], "stage_steps": stage_steps})
+            if args.profile:
+                rows[-1]["top_ops"] = profile_ops(run, args.profile)
             print(f"{name:<36} {threads} threads  {flops / 1e9:9.3f} GFLOP  {seconds * 1e3:9.1f} ms  "
                   f"{rows[-1]['gflops']:7.2f} GFLOP/s  {rows[-1]['of_peak']:.0%} of peak")
     whole = {}
@@ -209,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
               "benchmarks/stage_flops.py", *(argv if argv is not None else sys.argv[1:])]),
               "matmul_peak_gflops": {str(k): v for k, v in peaks.items()}, "steps": rows, "stages": whole}
     args.out.mkdir(parents=True, exist_ok=True)
-    tag = "tiny" if args.tiny else result["cpu"]["model"].split()[0].lower()
+    tag = "tiny" if args.tiny else cpu_slug(result["cpu"])
     (args.out / f"stage_flops-{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / f"stage_flops-{tag}.md").write_text(markdown(result))
     return result
@@ -226,6 +253,11 @@ def markdown(result: dict) -> str:
     for r in result["steps"]:
         lines.append(f"| {r['step']} | {r['threads']} | {r['gflop_per_step']:.3f} | {r['seconds_per_step'] * 1e3:.1f} | "
                      f"{r['gflops']:.2f} | {r['of_peak']:.0%} | {r['stage_steps'] or '-'} |")
+    for r in result["steps"]:
+        if "top_ops" in r:
+            lines += ["", f"{r['step']}: top ops by self CPU time (a run of 3 steps, set-up included; torch.profiler)", "",
+                      "| op | calls | self ms | share |", "|---|---|---|---|"]
+            lines += [f"| `{o['op']}` | {o['calls']} | {o['self_ms']:.1f} | {o['share']:.0%} |" for o in r["top_ops"]]
     if result["stages"]:
         lines += ["", "Whole stages (steps x FLOPs per step over the stage's wall time in a cold `dvc repro`):", "",
                   "| stage | wall s | counted GFLOP | GFLOP/s |", "|---|---|---|---|"]

@@ -17,7 +17,7 @@ def test_tiny_run_counts_every_heavy_stage_and_rates_whole_stages(tmp_path):
     times = tmp_path / "times.json"
     times.write_text(json.dumps({"stages": {"base": 100.0, "identity": 50.0, "ingest": 3.0}}))
     result = stage_flops.main(["--tiny", "--threads", "1", "--steps", "1", "--repeats", "1",
-                               "--stage-times", str(times), "--out", str(tmp_path)])
+                               "--stage-times", str(times), "--out", str(tmp_path), "--profile", "3"])
     steps = {r["step"]: r for r in result["steps"]}
     assert set(steps) == {"base: VAE step", "base: UNet + text encoders step", "identity: trait classifier step",
                           "train: CoCoIns step", "evaluate: one rendering batch"}
@@ -33,6 +33,7 @@ def test_tiny_run_counts_every_heavy_stage_and_rates_whole_stages(tmp_path):
                for k in ("base: VAE step", "base: UNet + text encoders step"))
     assert set(result["stages"]) == {"base", "identity"}
     assert result["stages"]["base"]["gflops"] == pytest.approx(base / 100.0)
+    assert all(len(r["top_ops"]) == 3 and 0 < r["top_ops"][0]["share"] <= 1 for r in steps.values())
     md = (tmp_path / "stage_flops-tiny.md").read_text()
     assert "| base: VAE step | 1 |" in md and "| identity | 50 |" in md
     assert json.loads((tmp_path / "stage_flops-tiny.json").read_text())["steps"] == result["steps"]

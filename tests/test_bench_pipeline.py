@@ -1,0 +1,38 @@
+"""benchmarks/pipeline.py: a cold run's dvc.lock is compared with the committed one stage by stage."""
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from pipeline import lock_differences, stage_names  # noqa: E402
+
+
+def test_lock_order_does_not_count_but_any_changed_entry_does():
+    committed = (ROOT / "dvc.lock").read_text()
+    lock = yaml.safe_load(committed)
+    stages = lock["stages"]
+    reordered = yaml.safe_dump({**lock, "stages": dict(reversed(list(stages.items())))}, sort_keys=False)
+    assert reordered != committed and lock_differences(reordered, committed) == []
+    first = next(iter(stages))
+    changed = {**stages, first: {**stages[first], "cmd": stages[first]["cmd"] + " --other"}}
+    missing = {k: v for k, v in stages.items() if k != first}
+    assert lock_differences(yaml.safe_dump({**lock, "stages": changed}), committed) == [first]
+    assert lock_differences(yaml.safe_dump({**lock, "stages": missing}), committed) == [first]
+
+
+def test_per_stage_order_is_upstream_first():
+    """Each stage's dependencies on other stages' outputs come from stages listed before it in dvc.yaml."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    names = stage_names(ROOT)
+    assert names == list(spec)
+    made_by = {str(out if isinstance(out, str) else next(iter(out))): name
+               for name, stage in spec.items() for group in ("outs", "metrics", "plots")
+               for out in stage.get(group, [])}
+    links = [(name, dep, made_by[dep]) for name in names for dep in spec[name].get("deps", []) if dep in made_by]
+    assert len(links) >= len(names) - 1   # every stage but ingest reads another's output
+    for name, dep, producer in links:
+        assert names.index(producer) < names.index(name), (name, dep, producer)
