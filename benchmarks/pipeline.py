@@ -108,8 +108,7 @@ def main() -> None:
         measured["lock_stages_differing"] = differ
         if args.json:
             shutil.copy2(work / "dvc.lock", args.json.with_suffix(".dvc.lock"))
-        measured.update(cold_s=round(cold, 1), warm_s=round(warm, 1), peak_rss_mb=round(peak_mb),
-                        lock_identical=lock_same)
+        measured.update(cold_s=round(cold, 1), warm_s=round(warm, 1), peak_rss_mb=round(peak_mb))
     if args.tests:
         seconds = timed([sys.executable, "-m", "pytest", "-q"], ROOT, {**os.environ, "DVC_NO_ANALYTICS": "1"})
         print(f"pytest (make test body): {seconds:.1f} s")

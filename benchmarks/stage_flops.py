@@ -37,19 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cpu_peak import cpu_description, cpu_slug  # noqa: E402
-
-
-def matmul_gflops(threads: int, size: int = 512, seconds: float = 2.0) -> float:
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(size, size, generator=g), torch.randn(size, size, generator=g)
-    a @ b
-    products, start = 0, time.perf_counter()
-    while products == 0 or time.perf_counter() - start < seconds:
-        a @ b
-        products += 1
-    return 2 * size ** 3 * products / (time.perf_counter() - start) / 1e9
+from cpu_peak import cpu_description, cpu_slug, worker as matmul_run  # noqa: E402
 
 
 # A phase's run(n) may set up before its n steps (the trait classifier renders and reconstructs its training
@@ -212,9 +200,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows, peaks, default_threads = [], {}, torch.get_num_threads()
     for stage, (build, group) in STAGES.items():
         # The stage's own thread count (train sets none: torch's default, one per core).
-        threads = args.threads or (getattr(getattr(params, group), "cpu_threads") if group else default_threads)
+        threads = args.threads or (getattr(params, group).cpu_threads if group else default_threads)
         if threads not in peaks:
-            peaks[threads] = matmul_gflops(threads, seconds=0.2 if args.tiny else 2.0)
+            peaks[threads] = matmul_run("fp32", threads, 512, 0.2 if args.tiny else 2.0)["gflops"]
         torch.set_num_threads(threads)
         for name, (run, stage_steps) in build(params, args.tiny).items():
             torch.manual_seed(0)
