@@ -166,6 +166,9 @@ class MapperParams:
     code_dim: int = 256
     layers: int = 8
     hidden_dim: int = 256
+    init: Literal["pytorch", "words"] = "pytorch"
+    init_words: tuple[str, ...] = ("man", "woman", "person")
+    fixed_norm: bool = False
 
 
 @dataclass(frozen=True)

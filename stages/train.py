@@ -16,9 +16,11 @@ from accelerate import Accelerator
 from cocoins.config import load_params
 from cocoins.data.shards import ShardReader
 from cocoins.eval.renders import dir_sha256
+from cocoins.io import write_json
 from cocoins.method.losses import LossConfig
 from cocoins.method.mapper import MapperConfig
 from cocoins.method.triplets import TripletConfig
+from cocoins.method.word_spread import pseudo_word_spread
 from cocoins.runtime import print_summary, resolve_device, run_stage, seed_everything
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
@@ -49,7 +51,9 @@ def main() -> None:
                          weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
                          checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
                          gradient_checkpointing=t.gradient_checkpointing,
-                         gradient_accumulation_steps=t.gradient_accumulation_steps)
+                         gradient_accumulation_steps=t.gradient_accumulation_steps,
+                         mapper_init=m.init, mapper_init_words=tuple(m.init_words),
+                         mapper_fixed_norm=m.fixed_norm)
     # A checkpoint resumes only on the data and the frozen model it was trained against: the index, the latent
     # shards and the base model's files (a retrained base with the same VAE writes the same latents).
     data_key = hashlib.sha256("\n".join([hashlib.sha256(Path("data/train.parquet").read_bytes()).hexdigest(),
@@ -59,10 +63,14 @@ def main() -> None:
                           TripletConfig(**dataclasses.asdict(params.triplet)), config,
                           "models/mapper", "models/checkpoints", REPORT_DIR / "live", accelerator, data_key)
     if accelerator.is_main_process:
+        spread = pseudo_word_spread(result.mapper)
+        write_json(spread, REPORT_DIR / "pseudo_words.json")
         final = {k: float(f"{v:.6g}") for k, v in result.final.items() if k != "step"}
         print_summary("train", len(shards), {}, {"steps run": result.steps_run,
                                                  "resumed from step": result.resumed_from,
-                                                 "final": final, "mapper": "models/mapper"})
+                                                 "final": final, "mapper": "models/mapper",
+                                                 "pseudo-word effective rank": {k: v["effective_rank"]
+                                                                                for k, v in spread.items()}})
 
 
 if __name__ == "__main__":

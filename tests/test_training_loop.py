@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from cocoins.data.shards import ShardReader
 from cocoins.method.losses import LossConfig
-from cocoins.method.mapper import WEIGHTS_NAME, Mapper, MapperConfig
+from cocoins.method.mapper import WEIGHTS_NAME, Mapper, MapperConfig, word_embedding_rms, word_gains
 from cocoins.method.triplets import TripletConfig
 from cocoins.runtime import UserError
 from cocoins.sdxl.tiny import build_tiny_sdxl
@@ -172,3 +172,24 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path, shards, fresh_accelerator_
     torch.manual_seed(CONFIG.seed)
     init = Mapper(MapperConfig(code_dim=8, layers=2, hidden_dim=16, out_dims=(32, 32))).state_dict()
     assert min((trained[k] - init[k]).abs().max().item() for k in init) > 5e-5
+
+
+def test_words_init_and_fixed_norm_reach_the_saved_mapper(tmp_path, shards):
+    """`mapper.init: words` and `mapper.fixed_norm` are the trained mapper's, saved in its config: evaluation
+    and the CLI load the same gain and norm that training used, and every pseudo-word has the words' size."""
+    config = dataclasses.replace(CONFIG, mapper_init="words", mapper_fixed_norm=True)
+    result = run(tmp_path, shards, "words", config=config)
+    pipe = build_tiny_sdxl(0)
+    encoder = PromptEncoder.from_pipeline(pipe)
+    word_rms = word_embedding_rms(encoder.tokenizers, encoder.text_encoders, config.mapper_init_words)
+    saved = Mapper.from_pretrained(tmp_path / "words" / "mapper")
+    assert saved.spec.output_norm == pytest.approx(word_rms)
+    assert saved.spec.output_gain == pytest.approx(word_gains(word_rms, encoder.pseudo_word_dims))
+    with torch.no_grad():
+        words = saved(torch.randn(5, 8, generator=torch.Generator().manual_seed(0)))
+    d1 = encoder.pseudo_word_dims[0]
+    assert torch.allclose(words[:, :d1].norm(dim=1), torch.full((5,), word_rms[0]), rtol=1e-5)
+    assert torch.allclose(words[:, d1:].norm(dim=1), torch.full((5,), word_rms[1]), rtol=1e-5)
+    assert result.steps_run == CONFIG.steps
+    with pytest.raises(UserError, match="mapper.init 'xavier': use pytorch or words"):
+        run(tmp_path, shards, "bad", config=dataclasses.replace(CONFIG, mapper_init="xavier"))

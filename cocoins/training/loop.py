@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from cocoins.io import atomic_dir
 from cocoins.data.shards import ShardReader, step_positions
 from cocoins.method.losses import LossConfig
-from cocoins.method.mapper import Mapper, MapperConfig
+from cocoins.method.mapper import Mapper, MapperConfig, init_like_words, word_embedding_rms, word_gains
 from cocoins.method.triplets import TripletConfig
 from cocoins.runtime import UserError
 from cocoins.training.checkpoint import (clear_checkpoints, latest_checkpoint, load_checkpoint,
@@ -60,6 +60,9 @@ class TrainConfig:
     mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (autocast; the mapper stays fp32)
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1  # micro-batches per process per optimisation step
+    mapper_init: str = "pytorch"         # pytorch (nn.Linear's default) | words (`init_like_words`)
+    mapper_init_words: tuple[str, ...] = ("man", "woman", "person")   # whose embedding size words start at
+    mapper_fixed_norm: bool = False      # every pseudo-word keeps the RMS norm of mapper_init_words' embeddings
 
 
 @dataclass
@@ -122,7 +125,19 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
     spec = DenoiserSpec(pipe.scheduler.alphas_cumprod.to(device, torch.float32),
                         pipe.scheduler.config.prediction_type)
     torch.manual_seed(config.seed)
-    mapper = Mapper(mapper_config).to(device)
+    if config.mapper_init not in ("pytorch", "words"):
+        raise UserError(f"mapper.init {config.mapper_init!r}: use pytorch or words")
+    if config.mapper_init == "words" or config.mapper_fixed_norm:
+        word_rms = word_embedding_rms(encoder.tokenizers, encoder.text_encoders, config.mapper_init_words)
+        mapper_config = dataclasses.replace(
+            mapper_config, output_norm=word_rms if config.mapper_fixed_norm else None,
+            output_gain=word_gains(word_rms, mapper_config.out_dims) if config.mapper_init == "words" else None)
+    if config.mapper_init == "words":
+        mapper = Mapper(mapper_config)
+        init_like_words(mapper, torch.Generator().manual_seed(config.seed))
+        mapper = mapper.to(device)
+    else:
+        mapper = Mapper(mapper_config).to(device)
     if config.objective == "contrastive":
         step_fn = CocoinsStep(pipe.unet, encoder, spec, mapper_config.code_dim, loss_config, triplet_config)
     elif config.objective == "noise_prediction":
