@@ -1,8 +1,8 @@
 """The mini SDXL: an SDXL-architecture text-to-image model small enough to train from scratch on a laptop CPU.
 
-Why: the tiny random model (`tiny.py`) runs every stage's code but draws noise, so nothing the paper claims can
-be checked with it. The mini model is trained by the `base` stage (`models.sdxl: mini`) on rendered portraits
-of the synthetic world (`cocoins.data.synthetic`), where identity is known exactly. Like SDXL it draws a new
+Why: the tiny random model (`cocoins/sdxl/tiny.py`) runs every stage's code but draws noise, so nothing the
+paper claims can be checked with it. The mini model is trained by the `base` stage (`models.sdxl: mini`) on rendered portraits
+of the synthetic world (`cocoins.world.people`), where identity is known exactly. Like SDXL it draws a new
 person for every initial noise when the prompt names only the class and the scene ("a man in a green park"),
 and follows the words when the prompt describes the person ("a man with wavy blond hair and glasses").
 
@@ -10,7 +10,7 @@ Same classes and wiring as stabilityai/stable-diffusion-xl-base-1.0 (Autoencoder
 text_time micro-conditioning, CLIPTextModel + CLIPTextModelWithProjection, the offline CLIP tokenizers,
 EulerDiscreteScheduler with SDXL's config rescaled to zero terminal SNR, see MINI_SCHEDULER), sized for 32 px images: a VAE with 4x downsampling (8x8x4 latents) and a
 UNet of about 1.1M parameters. This file builds the untrained model and writes the captions of its training
-corpus; `mini_train.py` trains it.
+corpus; `pretrain.py` trains it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from cocoins.data.synthetic import EYES, HAIR, SCENE_PHRASES, SKIN, Traits
+from cocoins.world.people import EYES, HAIR, SCENE_PHRASES, SKIN, Traits
 from cocoins.sdxl.encode import DEFAULT_PLACEHOLDER
 from cocoins.sdxl.tiny import SDXL_SCHEDULER, _seeded
 from cocoins.sdxl.tokenizer import VOCAB_SIZE, build_clip_tokenizer, clip_vocab_and_merges
@@ -51,7 +51,7 @@ class MiniArchitecture:
 
 
 def _text_config(arch: MiniArchitecture, hidden_act: str) -> CLIPTextConfig:
-    # Legacy bos 0 / eos 2 / pad 1 ids, as SDXL's text encoder configs carry (see tiny.py).
+    # Legacy bos 0 / eos 2 / pad 1 ids, as SDXL's text encoder configs carry (see cocoins/sdxl/tiny.py).
     return CLIPTextConfig(
         vocab_size=VOCAB_SIZE, hidden_size=arch.text_width, intermediate_size=2 * arch.text_width,
         num_hidden_layers=arch.text_layers, num_attention_heads=4, max_position_embeddings=77,
