@@ -14,9 +14,9 @@ from pathlib import Path
 from cocoins.config import load_params
 from cocoins.data.celeba import read_celeba, read_folder
 from cocoins.data.celeba_hq import is_celeba_hq, read_celeba_hq
-from cocoins.world.people import WorldConfig, write_world
 from cocoins.io import atomic_dir, write_json, write_parquet
 from cocoins.runtime import UserError, print_summary, run_stage
+from cocoins.world.people import WorldConfig, write_world
 
 WORLD = Path("data/world")
 OUT = Path("data/images.parquet")
