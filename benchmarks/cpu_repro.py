@@ -42,25 +42,25 @@ def probe(steps: int, corpus: int, batch: int, threads: int) -> dict:
     import torch
 
     from cocoins.runtime import seed_everything
-    from cocoins.sdxl import mini_train
+    from cocoins.world import pretrain
 
     torch.set_num_threads(threads)
     seed_everything(0)
     cpu: dict[str, float] = {}
     for phase in ("train_vae", "train_unet"):   # time each phase by wrapping it where train_mini_sdxl finds it
-        original = getattr(mini_train, phase)
+        original = getattr(pretrain, phase)
 
         def timed(*a, _original=original, _phase=phase, **k):
             start = time.process_time()
             out = _original(*a, **k)
             cpu[_phase] = (time.process_time() - start) / steps
             return out
-        setattr(mini_train, phase, timed)
-    cfg = mini_train.MiniTrainConfig(corpus_images=corpus, vae_steps=steps, vae_batch=batch, unet_steps=steps,
-                                     unet_batch=batch, warmup_steps=1)
+        setattr(pretrain, phase, timed)
+    cfg = pretrain.MiniTrainConfig(corpus_images=corpus, vae_steps=steps, vae_batch=batch, unet_steps=steps,
+                                   unet_batch=batch, warmup_steps=1)
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
-        mini_train.train_mini_sdxl(tmp, cfg)
+        pretrain.train_mini_sdxl(tmp, cfg)
         for path in sorted(Path(tmp).rglob("*.safetensors")):
             digest.update(path.read_bytes())
     return {"weights_sha256": digest.hexdigest(), "cpu_s_per_step": cpu,

@@ -81,8 +81,8 @@ def profile_ops(run: Callable[[int], None], top: int) -> list[dict]:
 
 
 def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
-    from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl
-    from cocoins.sdxl.mini_train import MiniTrainConfig, encode_latents, render_corpus, train_unet, train_vae
+    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.pretrain import MiniTrainConfig, encode_latents, render_corpus, train_unet, train_vae
 
     m = params.mini
     cfg = MiniTrainConfig(**{f.name: getattr(m, f.name) for f in dataclasses.fields(MiniTrainConfig)
@@ -107,8 +107,8 @@ def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
 
 
 def identity_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
-    from cocoins.eval.metrics.traits import train_trait_classifier, vae_round_trip
-    from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.traits import train_trait_classifier, vae_round_trip
 
     p = params.identity
     batch = 4 if tiny else p.batch_size
@@ -127,9 +127,9 @@ def train_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
     from cocoins.method.mapper import Mapper, MapperConfig
     from cocoins.method.triplets import TripletConfig
     from cocoins.sdxl.encode import PromptEncoder
-    from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl
     from cocoins.training.loop import freeze
     from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator
+    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
 
     t, m, arch = params.train, params.mapper, MiniArchitecture()
     pipe = build_mini_sdxl(arch, seed=0)
@@ -163,7 +163,7 @@ def train_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
 def evaluate_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
     from cocoins.sdxl.encode import PromptEncoder
     from cocoins.sdxl.generate import generate
-    from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
 
     e = params.eval
     pipe = build_mini_sdxl(MiniArchitecture(), seed=0)

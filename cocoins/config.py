@@ -104,7 +104,7 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class MiniParams:
-    """models.sdxl: mini -- how the base stage trains the mini SDXL (cocoins/sdxl/mini_train.py)."""
+    """models.sdxl: mini -- how the base stage trains the mini SDXL (cocoins/world/pretrain.py)."""
     corpus_seed: int = 1000
     corpus_images: int = 4000
     describe_share: float = 0.6
@@ -123,7 +123,7 @@ class MiniParams:
 
 @dataclass(frozen=True)
 class DiagnoseParams:
-    """Ceilings of the mini-world (cocoins/eval/oracles.py): what words, one free token and names carry."""
+    """Ceilings of the mini-world (cocoins/world/oracles.py): what words, one free token and names carry."""
     world_seed: int = 5000
     identities: int = 8
     seeds: int = 6
@@ -138,7 +138,7 @@ class DiagnoseParams:
 
 @dataclass(frozen=True)
 class IdentityParams:
-    """The exact identity metric of the synthetic world: a trait classifier (cocoins/eval/metrics/traits.py)."""
+    """The exact identity metric of the synthetic world: a trait classifier (cocoins/world/traits.py)."""
     backend: Literal["traits", "none"] = "traits"
     seed: int = 0
     image_size: int = 32

@@ -27,7 +27,7 @@ def main() -> None:
     extra = {"models.sdxl": models.sdxl, "written": str(OUT)}
     with atomic_dir(OUT) as tmp:
         if models.sdxl == "mini":
-            from cocoins.sdxl.mini_train import MiniTrainConfig, train_mini_sdxl
+            from cocoins.world.pretrain import MiniTrainConfig, train_mini_sdxl
 
             m = params.mini
             seed_everything(models.seed)

@@ -1,4 +1,4 @@
-"""Stage `diagnose`: how much of a person one token can carry in the base model (cocoins/eval/oracles.py).
+"""Stage `diagnose`: how much of a person one token can carry in the base model (cocoins/world/oracles.py).
 
 Rows, each on the same fresh identities with known traits, read by the identity stage's trait classifier:
 plain prompt, describing caption, textual inversion (one free pseudo-word per identity), and the corpus's
@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from cocoins.config import load_params
-from cocoins.eval.metrics.traits import TraitClassifier, identity_model_status
-from cocoins.eval.oracles import OracleConfig, read_names, run_oracles
 from cocoins.io import write_json
 from cocoins.runtime import print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import load_pipeline
+from cocoins.world.oracles import OracleConfig, read_names, run_oracles
+from cocoins.world.traits import TraitClassifier, identity_model_status
 
 BASE, IDENTITY = Path("models/base"), Path("models/identity")
 METRICS = Path("reports/diagnose/metrics.json")

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 
 from cocoins.config import load_params
-from cocoins.eval.base_check import check_base
-from cocoins.eval.metrics.traits import TRAIT_CLASSES, render_portraits, train_trait_classifier, vae_round_trip
 from cocoins.io import atomic_dir, write_json
 from cocoins.runtime import UserError, print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import REFERENCE, load_pipeline
+from cocoins.world.base_check import check_base
+from cocoins.world.traits import TRAIT_CLASSES, render_portraits, train_trait_classifier, vae_round_trip
 
 OUT = Path("models/identity")
 METRICS = Path("reports/identity/metrics.json")

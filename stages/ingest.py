@@ -1,6 +1,6 @@
 """ingest: the images table (data/images.parquet) from the synthetic world, CelebA or an image folder.
 
-synthetic: draws the world into data/world (CelebA layout, see cocoins.data.synthetic) and reads it back
+synthetic: draws the world into data/world (CelebA layout, see cocoins.world.people) and reads it back
 with the CelebA reader, so the synthetic path exercises exactly the code real CelebA goes through.
 celeba / folder: reads `data.root` in place; data/world then only holds SOURCE.json naming the root (it
 is a DVC output, so it must exist, and it must never be the user's dataset: ingest rewrites it).
@@ -14,9 +14,9 @@ from pathlib import Path
 from cocoins.config import load_params
 from cocoins.data.celeba import read_celeba, read_folder
 from cocoins.data.celeba_hq import is_celeba_hq, read_celeba_hq
-from cocoins.data.synthetic import WorldConfig, write_world
 from cocoins.io import atomic_dir, write_json, write_parquet
 from cocoins.runtime import UserError, print_summary, run_stage
+from cocoins.world.people import WorldConfig, write_world
 
 WORLD = Path("data/world")
 OUT = Path("data/images.parquet")

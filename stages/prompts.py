@@ -4,10 +4,10 @@ from pathlib import Path
 
 from cocoins.config import load_params
 from cocoins.eval.prompt_sets import builtin_scene_prompts, identity_table, portrait_prompts, world_scene_prompts
-from cocoins.data.synthetic import SCENE_PHRASES
 from cocoins.eval.scene_prompts import ollama_scene_prompts
 from cocoins.io import write_json, write_parquet
 from cocoins.runtime import print_summary, run_stage
+from cocoins.world.people import SCENE_PHRASES
 
 OUT = Path("data/eval")
 

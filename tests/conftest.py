@@ -46,7 +46,7 @@ TINY_WORLD = dict(seed=0, identities=4, images_per_identity=2, two_person_images
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """A CelebA-format synthetic world of 10 images (4 identities x 2 + 2 two-person). Read-only."""
-    from cocoins.data.synthetic import WorldConfig, write_world
+    from cocoins.world.people import WorldConfig, write_world
 
     root = tmp_path_factory.mktemp("world") / "world"
     write_world(root, WorldConfig(**TINY_WORLD))

@@ -6,8 +6,8 @@ import pytest
 
 from cocoins.backends.captioners import AttributeCaptioner, CaptionSkip, make_captioner
 from cocoins.backends.taggers import rule_tag
-from cocoins.data.synthetic import CELEBA_ATTRIBUTES
 from cocoins.runtime import UserError
+from cocoins.world.people import CELEBA_ATTRIBUTES
 
 
 def celeba_row(*on):

@@ -8,11 +8,11 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-from cocoins.data.synthetic import SCENE_PHRASES, SCENES, draw_traits
 from cocoins.sdxl.load import load_pipeline
-from cocoins.sdxl.mini import (MiniArchitecture, build_mini_sdxl, corpus_caption, parameter_count, trait_adjectives,
-                               trait_phrases)
-from cocoins.sdxl.mini_train import MiniTrainConfig, encode_latents, render_corpus, train_mini_sdxl
+from cocoins.world.captions import corpus_caption, trait_adjectives, trait_phrases
+from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl, parameter_count
+from cocoins.world.people import SCENE_PHRASES, SCENES, draw_traits
+from cocoins.world.pretrain import MiniTrainConfig, encode_latents, render_corpus, train_mini_sdxl
 
 TINY_RUN = MiniTrainConfig(corpus_images=32, vae_steps=3, vae_batch=8, unet_steps=3, unet_batch=8, warmup_steps=1)
 
@@ -109,8 +109,8 @@ def test_bad_config_is_refused(tmp_path):
 
 
 def test_named_people_are_called_by_one_token_before_the_noun():
-    from cocoins.sdxl.mini import name_tokens
     from cocoins.sdxl.tokenizer import build_clip_tokenizer
+    from cocoins.world.captions import name_tokens
 
     cfg = MiniTrainConfig(corpus_images=4, named_people=3, named_images=2, name_share=1.0)
     corpus = render_corpus(cfg, 32)

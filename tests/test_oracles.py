@@ -1,16 +1,16 @@
-"""The mini-world's ceilings (cocoins/eval/oracles.py): captions, textual inversion and the scores."""
+"""The mini-world's ceilings (cocoins/world/oracles.py): captions, textual inversion and the scores."""
 
 
 import numpy as np
 import pytest
 import torch
 
-from cocoins.data.synthetic import draw_traits
-from cocoins.eval.metrics.traits import TRAIT_CLASSES, trait_labels
-from cocoins.eval.oracles import OracleConfig, describing_caption, render_identity, score, textual_inversion
 from cocoins.sdxl.encode import PromptEncoder
-from cocoins.sdxl.mini import trait_phrases
 from cocoins.sdxl.tiny import build_tiny_sdxl
+from cocoins.world.captions import trait_phrases
+from cocoins.world.oracles import OracleConfig, describing_caption, render_identity, score, textual_inversion
+from cocoins.world.people import draw_traits
+from cocoins.world.traits import TRAIT_CLASSES, trait_labels
 
 
 def test_the_describing_caption_names_every_drawn_trait_in_the_portrait_prompt():

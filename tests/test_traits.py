@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from cocoins.eval.metrics.simdiv import sim_div
-from cocoins.eval.metrics.traits import (HEADS, SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier,
-                                         render_portraits, to_tensor, train_trait_classifier, trait_agreement)
+from cocoins.world.traits import (HEADS, SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier,
+                                  render_portraits, to_tensor, train_trait_classifier, trait_agreement)
 
 SIZE = 64
 # Traits the renderer draws visibly. `male` has no drawn cue of its own (only its correlates: beard,

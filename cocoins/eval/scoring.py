@@ -33,11 +33,11 @@ from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_emb
 from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
 from cocoins.eval.metrics.latent import latent_vectors
 from cocoins.eval.metrics.simdiv import group_stats
-from cocoins.eval.metrics.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
-                                         trait_agreement)
+from cocoins.world.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
+                                  trait_agreement)
 
 MANIFEST_COLUMNS = ("path", "method", "identity", "prompt", "subject", "set")
-# identity_*: the synthetic world's exact identity metric (a trait classifier, `metrics/traits.py`): Sim / Div of
+# identity_*: the synthetic world's exact identity metric (a trait classifier, `world/traits.py`): Sim / Div of
 # its embeddings as Section 4.2 defines them, and the mean and per-trait agreement of same-identity pairs.
 # scene_*: the same classifier's scene head on prompts that name a scene: mean probability of the prompted
 # scene (fidelity) and how often it is the most probable one (accuracy).

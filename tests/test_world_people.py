@@ -1,4 +1,4 @@
-"""The synthetic CelebA-format world (cocoins.data.synthetic)."""
+"""The synthetic CelebA-format world (cocoins.world.people)."""
 
 import dataclasses
 import hashlib
@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from cocoins.data.celeba import read_attributes
-from cocoins.data.synthetic import (CELEBA_ATTRIBUTES, ImageSpec, WorldConfig, attributes_of, draw_traits,
-                                    render, write_world)
+from cocoins.world.people import (CELEBA_ATTRIBUTES, ImageSpec, WorldConfig, attributes_of, draw_traits,
+                                  render, write_world)
 
 from conftest import TINY_WORLD
 

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cocoins.data.synthetic import SCENE_PHRASES, SCENES, ImageSpec, Traits, WorldConfig, draw_traits, render
 from cocoins.eval.metrics.simdiv import sim_div
-from cocoins.eval.metrics.traits import TraitClassifier, trait_labels
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.generate import generate
-from cocoins.sdxl.mini import trait_phrases
+from cocoins.world.captions import trait_phrases
+from cocoins.world.people import SCENE_PHRASES, SCENES, ImageSpec, Traits, WorldConfig, draw_traits, render
+from cocoins.world.traits import TraitClassifier, trait_labels
 
 PORTRAIT = "A {s} is looking at the camera."
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cocoins.data.synthetic import EYES, HAIR, HAIR_STYLES, SKIN
 from cocoins.eval.metrics.simdiv import sim_div
-from cocoins.eval.metrics.traits import TraitClassifier
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.generate import generate
+from cocoins.world.people import EYES, HAIR, HAIR_STYLES, SKIN
+from cocoins.world.traits import TraitClassifier
 
 STYLE_WORDS = {"bald": "a bald head", "short": "short hair", "long": "long straight hair", "wavy": "wavy hair",
                "bangs": "bangs"}

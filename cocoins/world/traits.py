@@ -1,12 +1,12 @@
 """An exact identity metric for the synthetic world: a small CNN that reads the renderer's drawn traits.
 
-Why: in the synthetic world (`cocoins.data.synthetic`) an identity *is* its set of categorical traits, so a
+Why: in the synthetic world (`cocoins.world.people`) an identity *is* its set of categorical traits, so a
 classifier of those traits is the mini-world's ArcFace (issue 6). It is trained from scratch on freshly
 rendered portraits whose traits are known (random identities, scenes and poses, all from a seed), with
 augmentation (Gaussian blur, downsample-upsample, additive noise, small shifts) so it also reads blurry
 generations. `embed` concatenates the per-trait softmax vectors and L2-normalises them, so Section 4.2's
-Sim / Div come from `simdiv.sim_div` unchanged; `trait_agreement` is the per-trait fraction of same-identity
-image pairs whose predicted labels agree.
+Sim / Div come from `eval.metrics.simdiv.sim_div` unchanged; `trait_agreement` is the per-trait fraction of
+same-identity image pairs whose predicted labels agree.
 
 A `scene` head reads the background the renderer drew (one of `SCENES`): the mini-world's prompt-fidelity
 metric (evaluate's `scene_fidelity`, standing in for CLIP: Table 4's main effect is prompt fidelity). It is
@@ -33,8 +33,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from cocoins.data.synthetic import (EYES, HAIR, HAIR_STYLES, SCENES, SKIN, ImageSpec, Traits, WorldConfig,
-                                    draw_traits, render)
+from cocoins.world.people import (EYES, HAIR, HAIR_STYLES, SCENES, SKIN, ImageSpec, Traits, WorldConfig,
+                                  draw_traits, render)
 
 # Every categorical trait the renderer draws, with its classes in a fixed order (the softmax index).
 TRAIT_CLASSES: dict[str, tuple] = {
@@ -186,7 +186,8 @@ class TraitClassifier:
 
     def embed(self, images) -> torch.Tensor:
         """Identity embedding [N, D]: the per-trait probability vectors concatenated, L2-normalised
-        (D = total number of classes); feed it to `simdiv.sim_div` for Section 4.2's Sim / Div."""
+        (D = total number of classes); feed it to `eval.metrics.simdiv.sim_div` for Section 4.2's
+        Sim / Div."""
         return self.embed_probabilities(self.probabilities(images))
 
     @property

@@ -3,16 +3,16 @@
 Three phases, as for latent diffusion:
 1. Render a corpus of single-person portraits of fresh random identities (a world seed of its own, so the
    corpus people are not the ingest world's) and write `captions_per_image` captions for each
-   (`mini.corpus_caption`: a `describe_share` of them describe the person, the rest name only the class).
-   `named_people` more identities get `named_images` portraits each and a one-token name; `name_share` of
-   their captions call them by it in the slot before the noun (`mini.named_caption`), as web captions name
-   celebrities. Why: without them no single token of the text encoder stands for a whole person, and a
-   pseudo-word (Eq. 4) cannot either (see README, "The mini-world").
+   (`captions.corpus_caption`: a `describe_share` of them describe the person, the rest name only the
+   class). `named_people` more identities get `named_images` portraits each and a one-token name;
+   `name_share` of their captions call them by it in the slot before the noun (`captions.named_caption`),
+   as web captions name celebrities. Why: without them no single token of the text encoder stands for a
+   whole person, and a pseudo-word (Eq. 4) cannot either (see README, "The mini-world").
 2. Train the AutoencoderKL: L = ||D(z) - I||^2 + kl_weight * KL(q(z|I) || N(0, I)), z ~ q(z|I). Then set
    `scaling_factor` = 1 / std of the posterior means, in the config before saving (SDXL's 0.13025 plays the
    same role: unit-variance latents for the diffusion model).
 3. Train the UNet and both text encoders (less their token tables) together on those latents with the
-   pipeline scheduler's noise schedule (`mini.MINI_SCHEDULER`) and its objective, for v-prediction
+   pipeline scheduler's noise schedule (`mini_sdxl.MINI_SCHEDULER`) and its objective, for v-prediction
    L = ||v - v_theta(x_t, t, c)||^2 with x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and
    v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (epsilon: the target is eps), dropping the
    caption 10% of the time to SDXL's zeroed embeddings (`force_zeros_for_empty_prompt`), the unconditional
@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cocoins.data.synthetic import SCENES, ImageSpec, WorldConfig, draw_traits, render
 from cocoins.sdxl.encode import PromptEncoder, TokenizedPrompts, TokenSequences
-from cocoins.sdxl.mini import MiniArchitecture, build_mini_sdxl, corpus_caption, name_tokens, named_caption
+from cocoins.world.captions import corpus_caption, name_tokens, named_caption
+from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+from cocoins.world.people import SCENES, ImageSpec, WorldConfig, draw_traits, render
 
 
 NAMES_FILE = "corpus_names.txt"   # the named people's names, one a line (diagnostics prompt with them)
