@@ -11,6 +11,7 @@ from torch import nn
 
 from cocoins.method.mapper import (LEGACY_WEIGHTS_NAME, SILU_SECOND_MOMENT, WEIGHTS_NAME, Mapper, MapperConfig,
                                    init_like_words, mapper_fingerprint, sample_codes, word_gains)
+from cocoins.method.word_spread import effective_rank
 
 
 def test_eq3_shapes_and_layer_count():
@@ -63,9 +64,8 @@ def test_codes_are_reproducible_from_a_seed():
 def _spread(words: torch.Tensor) -> tuple[float, float, float]:
     """(RMS norm about the mean, norm of the mean, effective rank) of pseudo-words [N, d]."""
     centred = words - words.mean(dim=0)
-    s2 = torch.linalg.svdvals(centred).pow(2)
     return (float(centred.pow(2).sum(dim=1).mean().sqrt()), float(words.mean(dim=0).norm()),
-            float(s2.sum() ** 2 / s2.pow(2).sum()))
+            effective_rank(words))
 
 
 def test_silu_second_moment_is_the_gaussian_integral():

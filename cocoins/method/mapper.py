@@ -101,7 +101,7 @@ class Mapper(ModelMixin, ConfigMixin):
         """Eq. 3. z: [..., c] -> w: [..., d1 + d2]."""
         if z.shape[-1] != self.config.code_dim:
             raise ValueError(f"latent code has {z.shape[-1]} values, the mapper expects c = {self.config.code_dim}")
-        w = self.net(z) * self.gain if self.config.get("output_gain") is not None else self.net(z)
+        w = self.net(z) * self.gain   # gain 1 (exact: x * 1.0 == x) unless output_gain is set
         norms = self.config.get("output_norm")
         if norms is None:
             return w

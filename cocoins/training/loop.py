@@ -132,12 +132,10 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
         mapper_config = dataclasses.replace(
             mapper_config, output_norm=word_rms if config.mapper_fixed_norm else None,
             output_gain=word_gains(word_rms, mapper_config.out_dims) if config.mapper_init == "words" else None)
+    mapper = Mapper(mapper_config)
     if config.mapper_init == "words":
-        mapper = Mapper(mapper_config)
         init_like_words(mapper, torch.Generator().manual_seed(config.seed))
-        mapper = mapper.to(device)
-    else:
-        mapper = Mapper(mapper_config).to(device)
+    mapper = mapper.to(device)
     if config.objective == "contrastive":
         step_fn = CocoinsStep(pipe.unet, encoder, spec, mapper_config.code_dim, loss_config, triplet_config)
     elif config.objective == "noise_prediction":
