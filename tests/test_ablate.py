@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cocoins.eval.ablate import experiments, render, row_problem
+from cocoins.eval.ablate import experiments, flatten, render, row_problem
 from cocoins.eval.ablations import COLUMNS, TABLES, experiment_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_exp_show_parsing_and_rendering(tmp_path):
     md = render(table, list(enumerate(table.rows)), found, {}, tmp_path)
     # Columns null in every row (face Div and the identity metrics here) are omitted and listed.
     assert "| beta = 1 | loss.beta=1 | 0.500 | 0.300 | 0.250 | 0.010 | 0.528 | 0.735 | 0.291 | table12-b1 |" in md
-    assert "Omitted (null in every row): Div, id Sim, id Div, id Sim Scenes" in md
+    assert "Omitted (null in every row): Div, id Sim, id Div, base id Sim, base id Div, id Sim Scenes" in md
     assert "table12-b2: no result" in md
     rows = list(csv.DictReader((tmp_path / "table12.csv").open()))
     assert [r["latent Sim"] for r in rows] == ["0.25", "", "0.75"] and rows[0]["paper Sim"] == "0.528"
@@ -115,3 +115,35 @@ def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
     # A second call finds both experiments and runs nothing.
     again = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3 --no-run", tmp_path, env)
     assert again.count("table3-") == 2
+    # With seeds every row is queued once per training seed, under its own name, with the --set settings.
+    seeded = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0 --seeds 0,1 --set eval.cpu_threads=2 "
+                  f"--no-run", tmp_path, env)
+    assert "table3-pos-s0: no result" in seeded and "table3-pos-s1: no result" in seeded
+    queue = _run("dvc queue status", tmp_path, env)
+    assert "table3-pos-s0" in queue and "table3-pos-s1" in queue and "Queued" in queue
+
+
+def _id_metrics(sim: float, div: float, base_div: float, scene_fid: float | None) -> dict:
+    return flatten({"portraits": {"identity_sim": sim, "identity_div": div, "base_identity_sim": 0.66,
+                                  "base_identity_div": base_div},
+                    "scenes": {"scene_fidelity": scene_fid, "base_scene_fidelity": 1.0}})
+
+
+def test_seeded_rows_render_mean_and_sample_sd_and_the_div_share(tmp_path):
+    table = TABLES["table5"]
+    results = {"table5-same-prompt-s0": _id_metrics(0.8, 0.2, 0.4, 0.9),
+               "table5-same-prompt-s1": _id_metrics(0.9, 0.3, 0.4, 0.95),
+               "table5-same-noise-s0": _id_metrics(0.7, 0.1, 0.5, None),   # one seed only, scene fid null
+               "table5-same-noise": _id_metrics(0.1, 0.1, 0.1, 0.1)}       # an unseeded run is not a seed's
+    md = render(table, list(enumerate(table.rows)), results, {}, tmp_path, seeds=[0, 1])
+    lines = {l.split(" | ")[0]: l for l in md.splitlines() if l.startswith("| ")}
+    # Sim 0.8, 0.9: mean 0.85, sd (ddof 1) 0.0707; Div share 0.5, 0.75: mean 0.625, sd 0.1768.
+    assert "| 0.850 ± 0.071 | 0.250 ± 0.071 | 0.660 ± 0.000 | 0.400 ± 0.000 |" in lines["| prompts =, noise !="]
+    assert "0.625 ± 0.177" in lines["| prompts =, noise !="] and "0.925 ± 0.035" in lines["| prompts =, noise !="]
+    assert "0.700 (n=1)" in lines["| prompts !=, noise ="] and "0.200 (n=1)" in lines["| prompts !=, noise ="]
+    assert "table5-same-noise-s1: no result" in lines["| prompts !=, noise ="]
+    assert "n/a" in lines["| prompts !=, noise != (ours)"] and "table5-ours-s0: no result" in md
+    rows = list(csv.DictReader((tmp_path / "table5.csv").open()))
+    assert math.isclose(float(rows[0]["id Sim"]), 0.85) and rows[0]["id Sim n"] == "2"
+    assert math.isclose(float(rows[0]["id Div share sd"]), 0.25 / math.sqrt(2))
+    assert rows[1]["scene fid"] == "" and rows[1]["id Sim sd"] == "" and rows[1]["id Sim n"] == "1"

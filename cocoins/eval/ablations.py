@@ -22,6 +22,7 @@ METRICS_FILE = "reports/eval/metrics.json"
 COLUMNS = {"Sim": "portraits.face_sim", "Div": "portraits.face_div", "CLIP": "scenes.clip",
            # the mini-world's exact identity metric (trait classifier), on both sets, and the no-code baseline
            "id Sim": "portraits.identity_sim", "id Div": "portraits.identity_div",
+           "base id Sim": "portraits.base_identity_sim", "base id Div": "portraits.base_identity_div",
            "id Sim Scenes": "scenes.identity_sim", "id Div Scenes": "scenes.identity_div",
            "base id Sim Scenes": "scenes.base_identity_sim", "base id Div Scenes": "scenes.base_identity_div",
            # prompt fidelity in the mini-world (Table 4's main effect): the classifier's scene head reads the
@@ -29,6 +30,10 @@ COLUMNS = {"Sim": "portraits.face_sim", "Div": "portraits.face_div", "CLIP": "sc
            "scene fid": "scenes.scene_fidelity", "base scene fid": "scenes.base_scene_fidelity",
            "latent Sim": "portraits.latent_sim", "latent Div": "portraits.latent_div"}
 PAPER_COLUMNS = ("Sim", "Div", "CLIP")
+# Issue 12's yardsticks, computed per experiment before averaging over seeds: the codes' Div as a share of the
+# base model's per-image Div on the same jobs (target 0.85), and scene fidelity as a share of the base's (0.9).
+RATIOS = {"id Div share": ("id Div", "base id Div"), "id Div share Scenes": ("id Div Scenes", "base id Div Scenes"),
+          "scene fid share": ("scene fid", "base scene fid")}
 
 
 @dataclass(frozen=True)
