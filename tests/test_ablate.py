@@ -147,3 +147,12 @@ def test_seeded_rows_render_mean_and_sample_sd_and_the_div_share(tmp_path):
     assert math.isclose(float(rows[0]["id Sim"]), 0.85) and rows[0]["id Sim n"] == "2"
     assert math.isclose(float(rows[0]["id Div share sd"]), 0.25 / math.sqrt(2))
     assert rows[1]["scene fid"] == "" and rows[1]["id Sim sd"] == "" and rows[1]["id Sim n"] == "1"
+
+
+def test_an_experiment_without_its_own_metrics_file_is_not_a_result():
+    # A queued or killed experiment is listed by `dvc exp show` with no metrics of its own.
+    killed = {"rev": "k", "name": "fig5-ours-s1", "error": None, "data": {"params": {}, "metrics": {}}}
+    show = [{"rev": "123", "name": "main", "data": {"metrics": {}},
+             "experiments": [{"name": "fig5-ours-s1", "revs": [killed]},
+                             {"name": "fig5-ours-s0", "revs": [_exp_show("fig5-ours-s0", 0.5)]}]}]
+    assert set(experiments(show)) == {"fig5-ours-s0"}

@@ -82,9 +82,10 @@ def experiments(show: list | dict, failed: bool = False) -> dict[str, dict]:
         elif isinstance(node, dict):
             data = node.get("data")
             if node.get("name") and isinstance(data, dict) and "metrics" in data:
-                if bool(node.get("error")) == failed:
-                    metrics = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data", {})
-                    found.setdefault(node["name"], flatten(metrics))
+                metrics = (data.get("metrics") or {}).get(METRICS_FILE, {}).get("data")
+                # A queued, killed or still running experiment has no metrics file of its own yet: no result.
+                if bool(node.get("error")) == failed and (failed or metrics):
+                    found.setdefault(node["name"], flatten(metrics or {}))
             for value in node.values():
                 if isinstance(value, (list, dict)):
                     walk(value)
