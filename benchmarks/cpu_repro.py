@@ -3,6 +3,7 @@ does to a short mini-SDXL training, and what it costs.
 
     python benchmarks/cpu_repro.py                 # each simulated CPU, unpinned and pinned: weights + CPU s/step
     python benchmarks/cpu_repro.py --probe --steps 2 --corpus 32 --batch 8    # one run (what the test runs)
+    python benchmarks/cpu_repro.py --probe --precision bf16 --steps 12 --corpus 64 --batch 32   # under bf16 autocast
 
 A second CPU is simulated on this one by the variables that cap each library's instruction-set dispatch (ATen's
 vectorised kernels, oneDNN's convolutions, MKL's GEMM branch): a CPU with fewer instructions makes the same
@@ -37,8 +38,11 @@ SIMULATED_CPUS = {
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "COCOINS_CPU_KERNELS")
 
 
-def probe(steps: int, corpus: int, batch: int, threads: int) -> dict:
-    """A short mini-SDXL training (VAE, then UNet + text encoders); sha256 of the saved weights and CPU s/step."""
+def probe(steps: int, corpus: int, batch: int, threads: int, precision: str = "fp32") -> dict:
+    """A short mini-SDXL training (VAE, then UNet + text encoders); sha256 of the saved weights and CPU s/step.
+
+    precision "bf16": the whole training under CPU bf16 autocast (matmuls and convolutions in bf16, the losses
+    and the fp32 weights and optimizer as they are), to measure what bf16 would buy the base stage."""
     import torch
 
     from cocoins.runtime import seed_everything
@@ -60,11 +64,12 @@ def probe(steps: int, corpus: int, batch: int, threads: int) -> dict:
                                    unet_batch=batch, warmup_steps=1)
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
-        pretrain.train_mini_sdxl(tmp, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            pretrain.train_mini_sdxl(tmp, cfg)
         for path in sorted(Path(tmp).rglob("*.safetensors")):
             digest.update(path.read_bytes())
     return {"weights_sha256": digest.hexdigest(), "cpu_s_per_step": cpu,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "precision": precision,
             "kernel_env": {k: os.environ.get(k) for k in KERNEL_VARIABLES}}
 
 
@@ -91,6 +96,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32, help="VAE and UNet batch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest is reported")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="with --probe: fp32, or the training under CPU bf16 autocast")
     args = parser.parse_args(argv)
     if args.probe:
         if args.pin:
@@ -98,7 +105,7 @@ def main(argv=None) -> None:
 
             os.environ[CPU_KERNELS_VARIABLE] = "pinned"   # what a user sets to pin every stage
             pin_cpu_kernels()
-        print(json.dumps(probe(args.steps, args.corpus, args.batch, args.threads)))
+        print(json.dumps(probe(args.steps, args.corpus, args.batch, args.threads, args.precision)))
         return
     results = {}
     for _ in range(args.repeats):

@@ -169,6 +169,7 @@ class MapperParams:
     init: Literal["pytorch", "words"] = "pytorch"
     init_words: tuple[str, ...] = ("man", "woman", "person")
     fixed_norm: bool = False
+    odd: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def main() -> None:
     encoder = PromptEncoder.from_pipeline(pipe)
     shards = ShardReader("data/train.parquet", "data/latents")
     mapper_config = MapperConfig(code_dim=m.code_dim, layers=m.layers, hidden_dim=m.hidden_dim,
-                                 out_dims=tuple(encoder.pseudo_word_dims))
+                                 out_dims=tuple(encoder.pseudo_word_dims), odd=m.odd)
     # The params schema's loss group and the library's LossConfig share field names (plus `distance`).
     loss_config = LossConfig(**{f.name: getattr(l, f.name) for f in dataclasses.fields(LossConfig)})
     config = TrainConfig(objective=t.objective, steps=t.steps, batch_size=t.batch_size, lr=t.lr,

@@ -57,3 +57,14 @@ def test_the_pin_is_opt_in_and_re_executes_with_the_pinned_variables(monkeypatch
     runtime.pin_cpu_kernels()
     (executable, argv, env), = calls
     assert {k: env[k] for k in CPU_KERNEL_PINS} == CPU_KERNEL_PINS and argv[0] == executable
+
+
+def test_the_probe_under_bf16_autocast_trains_other_weights_than_fp32():
+    # benchmarks/cpu_repro.py --precision bf16 measures what bf16 would buy the base stage; it must really
+    # change the arithmetic (the same weights would mean autocast never engaged).
+    bench = load_bench()
+    fp32 = bench.probe(steps=1, corpus=8, batch=4, threads=1)
+    bf16 = bench.probe(steps=1, corpus=8, batch=4, threads=1, precision="bf16")
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    assert fp32["weights_sha256"] != bf16["weights_sha256"]
+    assert bench.probe(steps=1, corpus=8, batch=4, threads=1)["weights_sha256"] == fp32["weights_sha256"]

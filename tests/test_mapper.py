@@ -142,3 +142,31 @@ def test_output_norm_fixes_each_encoders_part_to_a_words_size(tmp_path):
     assert Mapper.from_pretrained(tmp_path).spec == spec
     with pytest.raises(ValueError, match="output_norm needs one positive norm"):
         MapperConfig(code_dim=8, layers=2, hidden_dim=8, out_dims=(4, 4), output_norm=(0.3, -1.0))
+
+
+def test_odd_mapper_sends_opposite_codes_to_opposite_words_and_round_trips(tmp_path):
+    spec = MapperConfig(code_dim=8, layers=3, hidden_dim=16, out_dims=(4, 6), output_norm=(0.3, 0.5), odd=True)
+    torch.manual_seed(0)
+    mapper = Mapper(spec)
+    z = torch.randn(50, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        words, opposite = mapper(z), mapper(-z)
+        g_plus, g_minus = mapper.net(z), mapper.net(-z)
+    # f(-z) = -f(z) exactly (the two halves are the same subtraction, reversed), so over +-z the mean word is 0.
+    assert torch.equal(opposite, -words)
+    assert torch.allclose(torch.cat([words, opposite]).mean(dim=0), torch.zeros(10), atol=1e-7)   # fp32 sum order
+    # It is the odd part of the MLP g (then scaled to the fixed norm): same direction as (g(z) - g(-z)) / 2.
+    for part in (slice(0, 4), slice(4, 10)):   # each encoder's part is normalised on its own
+        cos = torch.nn.functional.cosine_similarity(words[:, part], (g_plus - g_minus)[:, part] / 2, dim=1)
+        assert torch.allclose(cos, torch.ones(50), atol=1e-6)
+    mapper.save_pretrained(tmp_path)
+    loaded = Mapper.from_pretrained(tmp_path)
+    assert loaded.spec == spec and json.loads((tmp_path / "config.json").read_text())["odd"] is True
+    with torch.no_grad():
+        assert torch.equal(loaded(z), words)
+    # Off by default, and a mapper saved before the option existed loads as not odd.
+    assert MapperConfig().odd is False
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["odd"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert Mapper.from_pretrained(tmp_path).spec.odd is False

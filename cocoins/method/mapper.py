@@ -36,6 +36,7 @@ class MapperConfig:
     out_dims: tuple[int, ...] = (768, 1280)  # token-embedding width of each text encoder
     output_gain: tuple[float, ...] | None = None  # fixed gain per encoder on the last layer's output (None: 1)
     output_norm: tuple[float, ...] | None = None  # each encoder's part of w rescaled to this norm (None: free)
+    odd: bool = False                      # f(z) = (g(z) - g(-z)) / 2: E_z[f(z)] = 0 for z ~ N(0, I)
 
     @property
     def out_dim(self) -> int:
@@ -64,17 +65,18 @@ class Mapper(ModelMixin, ConfigMixin):
     def __init__(self, code_dim: int | MapperConfig = 256, layers: int = 8, hidden_dim: int = 256,
                  out_dims: tuple[int, ...] | list[int] = (768, 1280),
                  output_gain: tuple[float, ...] | list[float] | None = None,
-                 output_norm: tuple[float, ...] | list[float] | None = None):
+                 output_norm: tuple[float, ...] | list[float] | None = None, odd: bool = False):
         super().__init__()
         spec = code_dim if isinstance(code_dim, MapperConfig) else MapperConfig(
             int(code_dim), int(layers), int(hidden_dim), tuple(int(d) for d in out_dims),
             None if output_gain is None else tuple(float(g) for g in output_gain),
-            None if output_norm is None else tuple(float(r) for r in output_norm))
+            None if output_norm is None else tuple(float(r) for r in output_norm), bool(odd))
         # Registered by hand (not @register_to_config) so that a MapperConfig argument is stored as its fields.
         self.register_to_config(code_dim=spec.code_dim, layers=spec.layers, hidden_dim=spec.hidden_dim,
                                 out_dims=list(spec.out_dims),
                                 output_gain=None if spec.output_gain is None else list(spec.output_gain),
-                                output_norm=None if spec.output_norm is None else list(spec.output_norm))
+                                output_norm=None if spec.output_norm is None else list(spec.output_norm),
+                                odd=spec.odd)
         # StyleGAN's equalized learning rate, on the last layer: it works at unit scale and a fixed gain brings
         # its output to a word's size, so an Adam step moves a pseudo-word by a fixed share of its size
         # (without it a last layer scaled down to a word's size, 0.04 per entry, moves tens of percent a step).
@@ -95,13 +97,20 @@ class Mapper(ModelMixin, ConfigMixin):
         c = self.config
         gain, norm = c.get("output_gain"), c.get("output_norm")
         return MapperConfig(c.code_dim, c.layers, c.hidden_dim, tuple(c.out_dims),
-                            None if gain is None else tuple(gain), None if norm is None else tuple(norm))
+                            None if gain is None else tuple(gain), None if norm is None else tuple(norm),
+                            bool(c.get("odd", False)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Eq. 3. z: [..., c] -> w: [..., d1 + d2]."""
         if z.shape[-1] != self.config.code_dim:
             raise ValueError(f"latent code has {z.shape[-1]} values, the mapper expects c = {self.config.code_dim}")
-        w = self.net(z) * self.gain   # gain 1 (exact: x * 1.0 == x) unless output_gain is set
+        h = self.net(z)
+        if self.config.get("odd", False):
+            # `mapper.odd`: the odd part of the MLP. z and -z are equally likely, so the pseudo-words of random
+            # codes average to zero: no direction is shared by every code (the trained words of an unconstrained
+            # f share one as large as their spread, where the corpus's one-token names share almost none).
+            h = (h - self.net(-z)) / 2
+        w = h * self.gain   # gain 1 (exact: x * 1.0 == x) unless output_gain is set
         norms = self.config.get("output_norm")
         if norms is None:
             return w
