@@ -55,8 +55,8 @@ def test_briefly_trained_mappers_draw_different_people_and_keep_traits_across_sc
     # evaluation jobs are the same for every seed, so its numbers are too).
     assert all(p["base_identity_div"] > 0.2 for p in portraits), portraits
     # Different codes draw different people: the Div of the code means keeps a share of the base's variety, on
-    # the mean over seeds. Measured shares with mapper.init words + fixed_norm (the default): this CPU 0.58, 0.69,
-    # 0.67 (mean 0.65). With nn.Linear's init: this CPU 0.53, 0.56, 0.46 (mean 0.52); a simulated SSE4 CPU (README,
+    # the mean over seeds. Measured shares with mapper.init words + fixed_norm (the default), AVX2 CPU: 0.58, 0.69,
+    # 0.67 (mean 0.65). With nn.Linear's init: that CPU 0.53, 0.56, 0.46 (mean 0.52); a simulated SSE4 CPU (README,
     # "The tests on another CPU") 0.28, 0.52, 0.47 (mean 0.42): one seed alone can trade Div for Sim (its Sim
     # gain was +0.12), so a per-seed floor was a test of one run. What this guards is a collapse of the codes
     # onto a few people (share -> 0); a mapper whose word did nothing would still read about 0.44 (code means of
@@ -64,15 +64,15 @@ def test_briefly_trained_mappers_draw_different_people_and_keep_traits_across_sc
     shares = [p["identity_div"] / p["base_identity_div"] for p in portraits]
     assert statistics.fmean(shares) > 0.3, (shares, portraits)
     # The same code keeps traits across the world's scenes better than no code, on the mean over seeds by more
-    # than its standard error. Measured gains with the default (mapper.init words + fixed_norm): this CPU +0.038,
-    # +0.059, +0.088 (mean 0.062, SE 0.015). With nn.Linear's init: this CPU +0.031, +0.028, +0.008; the
+    # than its standard error. Measured gains with the default (mapper.init words + fixed_norm) on the AVX2 CPU: +0.038,
+    # +0.059, +0.088 (mean 0.062, SE 0.015). With nn.Linear's init: that CPU +0.031, +0.028, +0.008; the
     # simulated SSE4 CPU +0.106, -0.001, +0.006 (the effect was small against the seed spread).
     gain, sd = mean_and_sd([s["trait_agreement"] - s["base_trait_agreement"] for s in scenes])
     assert gain > sd / len(SEEDS) ** 0.5 and gain > 0, (gain, sd, scenes)
     # The same code draws the same person: Portraits identity Sim above the base's on the same jobs, on the mean
     # over seeds by more than its standard error. Measured with the default: +0.069, +0.110, +0.085 (mean +0.088,
     # sd 0.021) after 200 mapper steps on a 1,200-step base. With nn.Linear's init it was +0.026, -0.027, +0.058
-    # (mean +0.019, sd 0.043) and was not asserted. The full-size run of `make repro` shows +0.17 (README).
+    # (mean +0.019, sd 0.043) and was not asserted. At full size: +0.16 to +0.17 over three seeds (README).
     sim_gain, sim_sd = mean_and_sd([p["identity_sim"] - p["base_identity_sim"] for p in portraits])
     print("Portraits identity Sim gain, mean and sd over seeds:", (sim_gain, sim_sd))
     assert sim_gain > sim_sd / len(SEEDS) ** 0.5 and sim_gain > 0, (sim_gain, sim_sd, portraits)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -111,9 +112,7 @@ def row_values(metrics: dict) -> dict[str, Optional[float]]:
 
 def mean_sd(xs: list[float]) -> tuple[float, Optional[float]]:
     """Mean and sample standard deviation (ddof 1; None for one value)."""
-    mean = sum(xs) / len(xs)
-    sd = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else None
-    return mean, sd
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
 
 
 def render(table: Table, rows: list[tuple[int, Row]], results: dict[str, dict], problems: dict[int, str],
@@ -151,11 +150,10 @@ def render(table: Table, rows: list[tuple[int, Row]], results: dict[str, dict], 
         status = problems.get(i) or ", ".join(
             [*found[i], *(f"{n}: no result (`dvc queue logs {n}`)" for n in missing)])
         body.append([row.label, " ".join(row.settings), *(cell(stats[i][c]) for c in shown), *row.paper, status])
-        csv_cells = []
+        csv_cells = []   # unseeded: the value; seeded: mean, sd, n
         for c in shown:
-            st = stats[i][c]
-            csv_cells += [None if st is None else st[0]] if seeds is None else \
-                [None if st is None else v for v in (st or (None, None, None))]
+            st = stats[i][c] or (None, None, None)
+            csv_cells += [st[0]] if seeds is None else list(st)
         csv_rows.append([row.label, " ".join(row.settings), *csv_cells, *row.paper, status])
     seeds_text = "" if seeds is None else (
         f" Each cell: mean ± sample standard deviation over training seeds {', '.join(map(str, seeds))} "

@@ -1,5 +1,5 @@
-"""The ablation tables of the paper (Tables 3, 4, 5, 9, 10, 11, 12, and Fig. 5's supervised mapper): each row a set of `dvc exp run -S`
-settings, with the paper's numbers beside it. `cocoins.eval.ablate` queues and renders them.
+"""The ablation tables of the paper (Tables 3, 4, 5, 9, 10, 11, 12, and Fig. 5's supervised mapper): each row a
+set of `dvc exp run -S` settings, with the paper's numbers beside it. `cocoins.eval.ablate` queues and renders them.
 
 Each row sets every parameter its table varies (the paper's own values for the "ours" row), so a table
 means the same whatever params.yaml holds. The README's row -> `-S` list is the same mapping.
