@@ -118,6 +118,7 @@ class MiniParams:
     unet_steps: int = 2500
     unet_batch: int = 64
     unet_lr: float = 1e-3
+    text_context: int = 40     # tokens per prompt (SDXL: 77): MiniArchitecture.text_context
     cpu_threads: int = 2       # fixed, so the trained weights are the same bits on any CPU
 
 
@@ -284,7 +285,7 @@ _POSITIVE = {
     "eval.batch_size", "eval.cpu_threads", "eval.interpolation_steps", "eval.neighbor_codes",
     "eval.scene_identities_per_subject",
     "mini.corpus_images", "mini.vae_steps", "mini.vae_batch", "mini.vae_lr", "mini.unet_steps", "mini.unet_batch",
-    "mini.unet_lr", "mini.cpu_threads", "mini.named_images", "diagnose.identities", "diagnose.seeds",
+    "mini.unet_lr", "mini.text_context", "mini.cpu_threads", "mini.named_images", "diagnose.identities", "diagnose.seeds",
     "diagnose.ti_images", "diagnose.ti_steps", "diagnose.ti_batch", "diagnose.ti_lr", "diagnose.steps",
     "diagnose.cpu_threads", "identity.image_size", "identity.steps", "identity.train_images",
     "identity.batch_size", "identity.cpu_threads",

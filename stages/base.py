@@ -27,6 +27,7 @@ def main() -> None:
     extra = {"models.sdxl": models.sdxl, "written": str(OUT)}
     with atomic_dir(OUT) as tmp:
         if models.sdxl == "mini":
+            from cocoins.world.mini_sdxl import MiniArchitecture
             from cocoins.world.pretrain import MiniTrainConfig, train_mini_sdxl
 
             m = params.mini
@@ -37,7 +38,7 @@ def main() -> None:
             cfg = MiniTrainConfig(seed=models.seed, **{f.name: getattr(m, f.name) for f in fields(MiniTrainConfig)
                                                        if hasattr(m, f.name)})
             start = time.perf_counter()
-            summary = train_mini_sdxl(tmp, cfg)
+            summary = train_mini_sdxl(tmp, cfg, MiniArchitecture(text_context=m.text_context))
             write_json({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in summary.items()},
                        tmp / TRAINING_SUMMARY)
             extra.update({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in summary.items()})

@@ -8,7 +8,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from pipeline import lock_differences, stage_names  # noqa: E402
+from pipeline import export_revision, lock_differences, ratios, stage_names  # noqa: E402
 
 
 def test_lock_order_does_not_count_but_any_changed_entry_does():
@@ -36,3 +36,15 @@ def test_per_stage_order_is_upstream_first():
     assert len(links) >= len(names) - 1   # every stage but ingest reads another's output
     for name, dep, producer in links:
         assert names.index(producer) < names.index(name), (name, dep, producer)
+
+
+def test_ratios_are_new_over_old_per_stage_and_for_the_stages_both_ran():
+    new = {"base": 300.0, "train": 50.0, "added": 10.0}
+    old = {"base": 600.0, "train": 40.0, "removed": 5.0}
+    assert ratios(new, old) == {"base": 0.5, "train": 1.25, "total": 0.547}   # 350 / 640
+
+
+def test_a_revision_is_exported_without_its_lock(tmp_path):
+    export_revision("HEAD", tmp_path)
+    assert (tmp_path / "dvc.yaml").is_file() and (tmp_path / "params.yaml").is_file()
+    assert not (tmp_path / "dvc.lock").exists()

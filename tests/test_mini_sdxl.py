@@ -29,6 +29,19 @@ def test_architecture_is_sdxl_classes_at_mini_size():
     assert 0.9e6 < parameter_count(pipe.unet) < 1.3e6
 
 
+def test_the_prompt_window_sets_both_tokenizers_and_text_encoders_and_survives_saving(tmp_path):
+    from cocoins.sdxl.encode import PromptEncoder
+
+    pipe = build_mini_sdxl(MiniArchitecture(text_context=24))
+    assert pipe.tokenizer.model_max_length == pipe.tokenizer_2.model_max_length == 24
+    assert pipe.text_encoder.config.max_position_embeddings == pipe.text_encoder_2.config.max_position_embeddings == 24
+    pipe.save_pretrained(tmp_path, safe_serialization=True)
+    loaded = load_pipeline(tmp_path)
+    encoder = PromptEncoder.from_pipeline(loaded)
+    encoded = encoder.encode(encoder.tokenize(["a <subj1>man</subj1> in a green park"], insert=False))
+    assert encoded.prompt_embeds.shape == (1, 24, 2 * MiniArchitecture().text_width)
+
+
 def test_every_scene_has_words():
     assert set(SCENE_PHRASES) == set(SCENES)
 

@@ -73,10 +73,13 @@ def _pad_token(second: bool) -> str:
     return "!" if second else EOS
 
 
-def build_clip_tokenizer(second: bool = False) -> CLIPTokenizer:
-    """An SDXL tokenizer in memory: `second=False` is `tokenizer` (pads with EOS), True is `tokenizer_2` ("!")."""
+def build_clip_tokenizer(second: bool = False, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
+    """An SDXL tokenizer in memory: `second=False` is `tokenizer` (pads with EOS), True is `tokenizer_2` ("!").
+    `max_length`: the window prompts are padded and truncated to (SDXL's 77; the mini SDXL's is shorter)."""
+    if max_length < 3:
+        raise ValueError(f"max_length must hold BOS, one token and EOS, not {max_length}")
     vocab, merges = clip_vocab_and_merges()
-    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH,
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=max_length,
                          pad_token=_pad_token(second))
 
 

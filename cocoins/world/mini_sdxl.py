@@ -45,13 +45,19 @@ class MiniArchitecture:
     text_width: int = 64                           # each text encoder; cross_attention_dim = 2 * text_width
     text_layers: int = 3
     time_embed_dim: int = 8                        # addition_time_embed_dim (256 in SDXL)
+    # Tokens per prompt, BOS and EOS included (SDXL: 77): both tokenizers' window and the text encoders'
+    # positions. Why shorter: every prompt of the mini-world fits in 35 tokens (corpus captions 14 on
+    # average), and the padded positions were more than half of a base step's text-encoder and
+    # cross-attention work (benchmarks/README.md, "The prompt window").
+    text_context: int = 40
 
 
 def _text_config(arch: MiniArchitecture, hidden_act: str) -> CLIPTextConfig:
     # Legacy bos 0 / eos 2 / pad 1 ids, as SDXL's text encoder configs carry (see cocoins/sdxl/tiny.py).
     return CLIPTextConfig(
         vocab_size=VOCAB_SIZE, hidden_size=arch.text_width, intermediate_size=2 * arch.text_width,
-        num_hidden_layers=arch.text_layers, num_attention_heads=4, max_position_embeddings=77,
+        num_hidden_layers=arch.text_layers, num_attention_heads=4,
+        max_position_embeddings=arch.text_context,
         hidden_act=hidden_act, layer_norm_eps=1e-5, projection_dim=arch.text_width,
         bos_token_id=0, eos_token_id=2, pad_token_id=1,
     )
@@ -89,7 +95,8 @@ def build_mini_sdxl(arch: MiniArchitecture = MiniArchitecture(), seed: int = 0,
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(arch, "gelu"))
     pipe = StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-        tokenizer=build_clip_tokenizer(second=False), tokenizer_2=build_clip_tokenizer(second=True),
+        tokenizer=build_clip_tokenizer(second=False, max_length=arch.text_context),
+        tokenizer_2=build_clip_tokenizer(second=True, max_length=arch.text_context),
         unet=unet, scheduler=EulerDiscreteScheduler(**MINI_SCHEDULER),
         force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
