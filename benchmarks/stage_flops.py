@@ -80,8 +80,15 @@ def profile_ops(run: Callable[[int], None], top: int) -> list[dict]:
              "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
+def mini_architecture(params):
+    """The mini SDXL as the base stage builds it (its prompt window from params.yaml's mini group)."""
+    from cocoins.world.mini_sdxl import MiniArchitecture
+
+    return MiniArchitecture(text_context=params.mini.text_context)
+
+
 def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
-    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import build_mini_sdxl
     from cocoins.world.pretrain import MiniTrainConfig, encode_latents, render_corpus, train_unet, train_vae
 
     m = params.mini
@@ -92,8 +99,8 @@ def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
     # A corpus of one UNet batch: what a step costs does not depend on how many images it draws from.
     small = dataclasses.replace(cfg, corpus_images=cfg.unet_batch, named_people=4 if cfg.named_people else 0,
                                 named_images=1)
-    corpus = render_corpus(small, MiniArchitecture().image_size)
-    pipe = build_mini_sdxl(MiniArchitecture(), seed=0)
+    corpus = render_corpus(small, mini_architecture(params).image_size)
+    pipe = build_mini_sdxl(mini_architecture(params), seed=0)
     gen = torch.Generator().manual_seed(0)
     latents = encode_latents(pipe.vae, corpus.images)
 
@@ -107,12 +114,12 @@ def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
 
 
 def identity_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
-    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import build_mini_sdxl
     from cocoins.world.traits import train_trait_classifier, vae_round_trip
 
     p = params.identity
     batch = 4 if tiny else p.batch_size
-    reconstruct = vae_round_trip(build_mini_sdxl(MiniArchitecture(), seed=0).vae)
+    reconstruct = vae_round_trip(build_mini_sdxl(mini_architecture(params), seed=0).vae)
 
     def step(steps: int) -> None:
         train_trait_classifier(seed=p.seed, steps=steps, train_images=batch, batch_size=batch,
@@ -129,9 +136,9 @@ def train_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
     from cocoins.sdxl.encode import PromptEncoder
     from cocoins.training.loop import freeze
     from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator
-    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import build_mini_sdxl
 
-    t, m, arch = params.train, params.mapper, MiniArchitecture()
+    t, m, arch = params.train, params.mapper, mini_architecture(params)
     pipe = build_mini_sdxl(arch, seed=0)
     freeze(pipe)
     encoder = PromptEncoder.from_pipeline(pipe)
@@ -163,10 +170,10 @@ def train_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
 def evaluate_phase(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], int]]:
     from cocoins.sdxl.encode import PromptEncoder
     from cocoins.sdxl.generate import generate
-    from cocoins.world.mini_sdxl import MiniArchitecture, build_mini_sdxl
+    from cocoins.world.mini_sdxl import build_mini_sdxl
 
     e = params.eval
-    pipe = build_mini_sdxl(MiniArchitecture(), seed=0)
+    pipe = build_mini_sdxl(mini_architecture(params), seed=0)
     encoder = PromptEncoder.from_pipeline(pipe)
     b, steps_per_image = (2 if tiny else e.batch_size), (2 if tiny else e.steps)
     prompts = ["a photo of a <subj1>woman</subj1> in a green park"] * b
@@ -194,11 +201,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="batches of a few images (the test suite's run)")
     parser.add_argument("--threads", type=int, help="one thread count for every stage instead of the stages' own")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="also list each step's top N ops")
+    parser.add_argument("--stages", help=f"comma-separated, of {', '.join(STAGES)} (default: all)")
+    parser.add_argument("--text-context", type=int, help="the mini SDXL's prompt window instead of params.yaml's")
     args = parser.parse_args(argv)
     params = load_params(ROOT / "params.yaml")
+    if args.text_context:
+        params = dataclasses.replace(params, mini=dataclasses.replace(params.mini, text_context=args.text_context))
+    chosen = args.stages.split(",") if args.stages else list(STAGES)
+    unknown = sorted(set(chosen) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
     stage_times = json.loads(args.stage_times.read_text())["stages"] if args.stage_times else {}
     rows, peaks, default_threads = [], {}, torch.get_num_threads()
-    for stage, (build, group) in STAGES.items():
+    for stage, (build, group) in ((k, v) for k, v in STAGES.items() if k in chosen):
         # The stage's own thread count (train sets none: torch's default, one per core).
         threads = args.threads or (getattr(params, group).cpu_threads if group else default_threads)
         if threads not in peaks:

@@ -156,3 +156,18 @@ def test_an_experiment_without_its_own_metrics_file_is_not_a_result():
              "experiments": [{"name": "fig5-ours-s1", "revs": [killed]},
                              {"name": "fig5-ours-s0", "revs": [_exp_show("fig5-ours-s0", 0.5)]}]}]
     assert set(experiments(show)) == {"fig5-ours-s0"}
+
+
+def test_entries_left_queued_are_found_in_the_queue_status():
+    from cocoins.eval.ablate import queued_names
+
+    status = """Task     Name                        Created    Status
+cc56f0c  table5-same-prompt-s1       03:54 AM   Success
+83892fa  fig5-ours-s2                04:51 AM   Queued
+3f706e6  table3-ours-s0              05:46 AM   Queued
+9a1b2c3  table3-pos-s1               05:47 AM   Failed
+
+Worker status: 0 active, 0 idle
+"""
+    assert queued_names(status) == ["fig5-ours-s2", "table3-ours-s0"]
+    assert queued_names("Task     Name   Created    Status\n\nWorker status: 0 active, 0 idle\n") == []

@@ -37,3 +37,23 @@ def test_tiny_run_counts_every_heavy_stage_and_rates_whole_stages(tmp_path):
     md = (tmp_path / "stage_flops-tiny.md").read_text()
     assert "| base: VAE step | 1 |" in md and "| identity | 50 |" in md
     assert json.loads((tmp_path / "stage_flops-tiny.json").read_text())["steps"] == result["steps"]
+
+
+def test_a_shorter_prompt_window_counts_fewer_flops_per_base_step(tmp_path):
+    import stage_flops
+
+    def base_unet_gflop(window: int) -> float:
+        result = stage_flops.main(["--tiny", "--threads", "1", "--steps", "1", "--repeats", "1", "--stages", "base",
+                                   "--text-context", str(window), "--out", str(tmp_path / str(window))])
+        assert {r["stage"] for r in result["steps"]} == {"base"}
+        return {r["step"]: r for r in result["steps"]}["base: UNet + text encoders step"]["gflop_per_step"]
+
+    # The text encoders and the UNet's cross-attention work on every position of the window, padding included.
+    assert base_unet_gflop(20) < 0.9 * base_unet_gflop(40)   # measured 0.60 against 0.72 GFLOP at batch 4
+
+
+def test_unknown_stages_are_refused():
+    import stage_flops
+
+    with pytest.raises(SystemExit):
+        stage_flops.main(["--tiny", "--stages", "base,sampling"])

@@ -181,6 +181,16 @@ def render(table: Table, rows: list[tuple[int, Row]], results: dict[str, dict], 
     return md
 
 
+def queued_names(status: str) -> list[str]:
+    """Names of the entries `dvc queue status` lists as Queued (columns: task, name, created, status)."""
+    names = []
+    for line in status.splitlines():
+        cols = line.split()
+        if len(cols) >= 3 and cols[-1] == "Queued" and cols[0] != "Task":
+            names.append(cols[1])
+    return names
+
+
 def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, jobs: int = 1, rerun: bool = False,
            run: bool = True, out_dir: Optional[Path] = None, seeds: Optional[list[int]] = None,
            extra: tuple[str, ...] = ()) -> str:
@@ -190,6 +200,11 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     picked = [(i, r) for i, r in enumerate(table.rows) if rows is None or i in rows]
     problems = {i: f"not run: {p}" for i, r in picked
                 if (p := row_problem(Row(r.label, (*r.settings, *extra), r.paper, r.slug), root / "params.yaml"))}
+    if run and (left := queued_names(dvc("queue", "status", cwd=root))):
+        # They would run first, each from the commit it was queued on; measured: the queue's worker then stopped
+        # after one of them and `--run-all` waited with nothing running.
+        raise SystemExit(f"{len(left)} experiment(s) queued earlier are still waiting ({', '.join(left)}): run them "
+                         "with `dvc exp run --run-all` or drop them with `dvc queue remove --queued`, then rerun")
     show = exp_show(root)
     existing, failed = experiments(show), experiments(show, failed=True)
     queued = []
