@@ -50,8 +50,10 @@ def export_revision(rev: str, dest: Path) -> None:
 
 def ratios(new: dict[str, float], old: dict[str, float]) -> dict[str, float]:
     """new / old seconds for each stage both runs have, and for their sums ("total")."""
-    both = [k for k in new if k in old]
-    out = {k: round(new[k] / old[k], 3) for k in both if old[k] > 0}
+    both = [k for k in new if k in old and old[k] > 0]
+    if not both:
+        raise ValueError(f"the two runs share no timed stage (new: {sorted(new)}, old: {sorted(old)})")
+    out = {k: round(new[k] / old[k], 3) for k in both}
     out["total"] = round(sum(new[k] for k in both) / sum(old[k] for k in both), 3)
     return out
 
@@ -137,7 +139,8 @@ def main() -> None:
             shutil.rmtree(work / ".venv")
         measured.update(cold_run(work, env, args.per_stage))
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(f"peak RSS of the largest stage process: {peak_mb:.0f} MB")
+        # Over every child so far: with --baseline the old commit's stages count too.
+        print(f"peak RSS of the largest stage process{' (both runs)' if args.baseline else ''}: {peak_mb:.0f} MB")
         differ = lock_differences((work / "dvc.lock").read_text(), (ROOT / "dvc.lock").read_text()) \
             if (ROOT / "dvc.lock").is_file() else ["(no committed dvc.lock)"]
         print(f"dvc.lock the same as the committed one, stage by stage: {not differ}"

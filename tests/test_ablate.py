@@ -171,3 +171,26 @@ Worker status: 0 active, 0 idle
 """
     assert queued_names(status) == ["fig5-ours-s2", "table3-ours-s0"]
     assert queued_names("Task     Name   Created    Status\n\nWorker status: 0 active, 0 idle\n") == []
+
+
+def test_other_entries_left_queued_stop_a_run_and_its_own_are_run_not_queued_again(monkeypatch, tmp_path):
+    import cocoins.eval.ablate as ablate_module
+
+    root = Path(__file__).resolve().parents[1]
+    calls = []
+    status = {"text": "Task     Name             Created    Status\n3f706e6  table3-ours-s0   05:46 AM   Queued\n"
+                      "83892fa  fig5-ours-s2     04:51 AM   Queued\n"}
+
+    def fake_dvc(*args, cwd):
+        calls.append(args)
+        return status["text"] if args[:2] == ("queue", "status") else "[]" if args[:2] == ("exp", "show") else ""
+
+    monkeypatch.setattr(ablate_module, "dvc", fake_dvc)
+    with pytest.raises(SystemExit, match="fig5-ours-s2"):
+        ablate_module.ablate("table3", root, rows=[3], seeds=[0, 1], out_dir=tmp_path)
+    assert not any(c[:2] == ("exp", "run") for c in calls)
+    status["text"] = status["text"].splitlines()[0] + "\n" + status["text"].splitlines()[1] + "\n"
+    calls.clear()
+    ablate_module.ablate("table3", root, rows=[3], seeds=[0, 1], out_dir=tmp_path)
+    queued = [c[c.index("-n") + 1] for c in calls if c[:3] == ("exp", "run", "--queue")]
+    assert queued == ["table3-ours-s1"] and ("exp", "run", "--run-all", "-j", "1") in calls

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,8 @@ def test_ratios_are_new_over_old_per_stage_and_for_the_stages_both_ran():
     new = {"base": 300.0, "train": 50.0, "added": 10.0}
     old = {"base": 600.0, "train": 40.0, "removed": 5.0}
     assert ratios(new, old) == {"base": 0.5, "train": 1.25, "total": 0.547}   # 350 / 640
+    with pytest.raises(ValueError, match="share no timed stage"):
+        ratios({"added": 1.0}, {"removed": 1.0})
 
 
 def test_a_revision_is_exported_without_its_lock(tmp_path):

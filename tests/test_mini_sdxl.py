@@ -90,7 +90,7 @@ def test_short_training_saves_a_loadable_pipeline_with_its_scaling_factor(tmp_pa
     # The factor gives unit-variance latents on the corpus, as SDXL's 0.13025 does on its data.
     latents = encode_latents(pipe.vae, render_corpus(TINY_RUN, 32).images) * pipe.vae.config.scaling_factor
     assert latents.std().item() == pytest.approx(1.0, rel=1e-4)
-    assert summary["corpus_captions"] == 32 * TINY_RUN.captions_per_image
+    assert summary["corpus_captions"] == 32 * TINY_RUN.captions_per_image and summary["truncated_captions"] == 0
     # The text encoders' token tables stay at their random init (only the layers train).
     fresh = build_mini_sdxl(seed=TINY_RUN.seed)
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight,
@@ -102,6 +102,25 @@ def test_short_training_saves_a_loadable_pipeline_with_its_scaling_factor(tmp_pa
     image = pipe("a photo of a man", num_inference_steps=2, height=32, width=32,
                  generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
+
+
+def test_captions_longer_than_the_window_are_counted(tmp_path):
+    summary = train_mini_sdxl(tmp_path / "mini", TINY_RUN, MiniArchitecture(text_context=8))
+    assert 0 < summary["truncated_captions"] <= summary["corpus_captions"]
+
+
+def test_the_default_corpus_fits_the_default_window():
+    """Every caption of the embedded default's corpus (params.yaml's mini group) fits in the 40-token window:
+    the window cuts padding only."""
+    from cocoins.config import load_params
+    from cocoins.sdxl.tokenizer import build_clip_tokenizer
+
+    m = load_params().mini
+    cfg = MiniTrainConfig(corpus_seed=m.corpus_seed, corpus_images=m.corpus_images, describe_share=m.describe_share,
+                          named_people=m.named_people, named_images=m.named_images, name_share=m.name_share)
+    captions = [c for per_image in render_corpus(cfg, 8).captions for c in per_image]
+    longest = max(len(ids) for second in (False, True) for ids in build_clip_tokenizer(second)(captions).input_ids)
+    assert longest <= m.text_context == MiniArchitecture().text_context, longest
 
 
 def test_training_is_deterministic(tmp_path):

@@ -36,7 +36,7 @@ def mean_and_sd(values: list[float]) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)   # 5.7 to 16.5 minutes measured on 2 cores (above); the suite's default is 900 s
+@pytest.mark.timeout(2400)   # 343 s to 16.5 minutes measured on 2 cores over sessions; the suite's default: 900 s
 def test_briefly_trained_mappers_draw_different_people_and_keep_traits_across_scenes(tmp_path):
     env = small_project(tmp_path, groups=EFFECT)
     runs = []

@@ -1,6 +1,6 @@
 """Run an ablation table of the paper through DVC experiments and render it beside the paper's numbers.
 
-    python -m cocoins.eval.ablate table3 [--rows 0,3] [--seeds 0,1,2] [--set eval.cpu_threads=2] [--jobs 1]
+    python -m cocoins.eval.ablate table3 [--rows 0,3] [--seeds 0,1,2] [--set eval.cpu_threads=1] [--jobs 1]
                                          [--rerun] [--no-run] [--out reports/ablations]
 
 For each row of the table (cocoins/eval/ablations.py) not already run as an experiment, queues
@@ -200,11 +200,13 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
     picked = [(i, r) for i, r in enumerate(table.rows) if rows is None or i in rows]
     problems = {i: f"not run: {p}" for i, r in picked
                 if (p := row_problem(Row(r.label, (*r.settings, *extra), r.paper, r.slug), root / "params.yaml"))}
-    if run and (left := queued_names(dvc("queue", "status", cwd=root))):
+    waiting = queued_names(dvc("queue", "status", cwd=root))
+    mine = {seeded_name(table, row, seed) for i, row in picked if i not in problems for seed in seeds or [None]}
+    if run and (others := [n for n in waiting if n not in mine]):
         # They would run first, each from the commit it was queued on; measured: the queue's worker then stopped
         # after one of them and `--run-all` waited with nothing running.
-        raise SystemExit(f"{len(left)} experiment(s) queued earlier are still waiting ({', '.join(left)}): run them "
-                         "with `dvc exp run --run-all` or drop them with `dvc queue remove --queued`, then rerun")
+        raise SystemExit(f"{len(others)} other experiment(s) queued earlier are still waiting ({', '.join(others)}): "
+                         "run them with `dvc exp run --run-all` or drop them with `dvc queue remove --queued`")
     show = exp_show(root)
     existing, failed = experiments(show), experiments(show, failed=True)
     queued = []
@@ -212,6 +214,9 @@ def ablate(name: str, root: Path = Path("."), rows: Optional[list[int]] = None, 
         for seed in seeds or [None]:
             exp = seeded_name(table, row, seed)
             if i in problems or (exp in existing and not rerun):
+                continue
+            if exp in waiting:   # queued by an earlier `--no-run`: run it as it is
+                queued.append(exp)
                 continue
             if exp in existing:
                 dvc("exp", "remove", exp, cwd=root)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", default=None, help="comma-separated row indices (default: all)")
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds: one run of each row per seed")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting added to every row, for what does not change a score (eval.cpu_threads=2)")
+                        help="a setting added to every row, for what does not change a score (e.g. eval.cpu_threads=1)")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time")
     parser.add_argument("--rerun", action="store_true", help="rerun rows that already have an experiment")
     parser.add_argument("--no-run", action="store_true", help="only queue; render what has results")

@@ -29,14 +29,14 @@ DEFAULT_PLACEHOLDER = "sks"  # a rare single CLIP token; its embedding is always
 
 
 class SubjectTruncatedError(ValueError):
-    """A `<subjN>` span's concept token falls outside the 77-token window (in either tokenizer)."""
+    """A `<subjN>` span's concept token falls outside the tokenizers' window (SDXL: 77 tokens)."""
 
 
 @dataclass(frozen=True)
 class TokenSequences:
     """One tokenizer's ids for a batch, and where the pseudo-words sit in them."""
 
-    input_ids: Tensor                       # [B, 77] long: BOS .. EOS, then padding
+    input_ids: Tensor                       # [B, L] long (L: the window, 77 in SDXL): BOS .. EOS, padding
     positions: tuple[tuple[int, ...], ...]  # per prompt: placeholder positions (insert=True) or span starts
     subjects: tuple[tuple[int, ...], ...]   # per prompt: subject index N (of <subjN>) for each position
 
@@ -46,7 +46,7 @@ class TokenizedPrompts:
     prompts: tuple[TaggedPrompt, ...]
     sequences: tuple[TokenSequences, TokenSequences]  # (tokenizer, tokenizer_2)
     inserted: bool
-    dropped: tuple[tuple[int, ...], ...]  # per prompt: subject indices of spans cut off by the 77-token window
+    dropped: tuple[tuple[int, ...], ...]  # per prompt: subject indices of spans cut off by the window
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -59,7 +59,7 @@ class TokenizedPrompts:
 
 @dataclass
 class EncodedPrompts:
-    prompt_embeds: Tensor         # [B, 77, d_ctx]: both encoders' penultimate hidden states, concatenated
+    prompt_embeds: Tensor         # [B, L, d_ctx]: both encoders' penultimate hidden states, concatenated
     pooled_prompt_embeds: Tensor  # [B, p]: text_encoder_2's projected pooled output
 
 
@@ -103,10 +103,11 @@ class PromptEncoder:
     # ---------------------------------------------------------------- tokenize
     def tokenize(self, tagged_prompts: Sequence[str], insert: bool,
                  on_truncated: Literal["error", "drop"] = "error") -> TokenizedPrompts:
-        """Tokenize the plain text of tagged prompts as SDXL's `encode_prompt` does (pad to 77, truncate).
+        """Tokenize the plain text of tagged prompts as SDXL's `encode_prompt` does (pad to the tokenizers'
+        `model_max_length`, 77 in SDXL; truncate).
 
         With `insert=True` a placeholder goes before the first sub-token of every `<subjN>` span, in both
-        tokenizers' ids; content is truncated to keep BOS .. EOS within 77. A span whose concept token falls
+        tokenizers' ids; content is truncated to keep BOS .. EOS within the window. A span whose concept token falls
         outside the window raises `SubjectTruncatedError`, or with `on_truncated="drop"` gets no slot and
         its subject index is recorded in `dropped`. With `insert=False`, positions are the spans' first
         sub-tokens (ids identical to diffusers').
@@ -126,7 +127,7 @@ class PromptEncoder:
             if n < len(p.spans) and on_truncated == "error":
                 span = p.spans[n]
                 raise SubjectTruncatedError(
-                    f"<subj{span.index}>{span.text}</subj{span.index}> falls beyond CLIP's 77-token window in "
+                    f"<subj{span.index}>{span.text}</subj{span.index}> falls beyond the {capacity + 2}-token window in "
                     f"{p.tagged!r}; shorten the prompt or move the subject earlier")
         sequences = tuple(self._build(tok, pid, prompts, content, starts, keep, insert)
                           for tok, pid, (content, starts) in zip(self.tokenizers, self.placeholder_ids, spans))

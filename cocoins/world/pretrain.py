@@ -177,6 +177,9 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: Mini
     encoder = PromptEncoder.from_pipeline(pipe)
     flat = [c for per_image in captions for c in per_image]
     tokenized = encoder.tokenize(flat, insert=False)
+    # Captions longer than the window lose their end (as in SDXL): counted in the summary, not lost silently.
+    truncated = sum(any(len(ids) > tok.model_max_length for tok, ids in zip(encoder.tokenizers, per_caption))
+                    for per_caption in zip(*(tok(flat).input_ids for tok in encoder.tokenizers)))
     per_image = len(captions[0])
     alphas_cumprod = pipe.scheduler.alphas_cumprod.float()
     prediction_type = pipe.scheduler.config.prediction_type
@@ -232,7 +235,8 @@ def train_unet(pipe, latents: torch.Tensor, captions: list[list[str]], cfg: Mini
         rows.write_back()
     for m in modules:
         m.eval().requires_grad_(False)
-    return ema, {"unet_loss_ema": loss_value, "trained_token_rows": sum(len(r.ids) for r in used)}
+    return ema, {"unet_loss_ema": loss_value, "trained_token_rows": sum(len(r.ids) for r in used),
+                 "truncated_captions": truncated}
 
 
 def train_mini_sdxl(out_dir: str | Path, cfg: MiniTrainConfig = MiniTrainConfig(),
