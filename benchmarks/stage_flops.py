@@ -99,8 +99,9 @@ def base_phases(params, tiny: bool) -> dict[str, tuple[Callable[[int], None], in
     # A corpus of one UNet batch: what a step costs does not depend on how many images it draws from.
     small = dataclasses.replace(cfg, corpus_images=cfg.unet_batch, named_people=4 if cfg.named_people else 0,
                                 named_images=1)
-    corpus = render_corpus(small, mini_architecture(params).image_size)
-    pipe = build_mini_sdxl(mini_architecture(params), seed=0)
+    arch = mini_architecture(params)
+    corpus = render_corpus(small, arch.image_size)
+    pipe = build_mini_sdxl(arch, seed=0)
     gen = torch.Generator().manual_seed(0)
     latents = encode_latents(pipe.vae, corpus.images)
 
