@@ -32,7 +32,7 @@ def measure(args: argparse.Namespace) -> dict:
     """One configuration in this process: warm-up render, then `images` images at `batch`."""
     import torch
 
-    from cocoins.front.codes import code_from_seed
+    from cocoins.characters.codes import code_from_seed
     from cocoins.pipeline import CoCoInsPipeline
     from cocoins.sdxl.generate import generate
 
@@ -86,8 +86,8 @@ def app_click_to_image(args: argparse.Namespace) -> float:
     from selenium.webdriver.common.by import By
 
     from cocoins.front.app import launch
-    from cocoins.front.characters import Character, CharacterLibrary
-    from cocoins.front.codes import code_from_seed
+    from cocoins.characters.library import Character, CharacterLibrary
+    from cocoins.characters.codes import code_from_seed
     from cocoins.pipeline import CoCoInsPipeline
 
     tmp = Path(tempfile.mkdtemp(prefix="front-bench-"))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from cocoins.front.codes import CODE_KEY, code_from_seed, write_code_file
+from cocoins.characters.codes import CODE_KEY, code_from_seed, write_code_file
+from cocoins.front.options import add_device_options, add_sampling_options, open_pipeline
 from cocoins.runtime import UserError
 
 __all__ = ["main", "build_parser", "code_from_seed", "CODE_KEY"]
@@ -32,48 +33,12 @@ def _fail(message: str):
 
 
 def _resolved(prompt: str):
-    from cocoins.front.prompts import resolve_prompt
+    from cocoins.characters.prompts import resolve_prompt
 
     try:
         return resolve_prompt(prompt)
     except UserError as err:
         _fail(f"--prompt: {err}")
-
-
-def _open(args: argparse.Namespace):
-    """The `CoCoInsPipeline` for the render options in `args`, placed and configured."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    from cocoins.pipeline import CoCoInsPipeline, check_settings
-
-    check_settings(args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", 1))
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        _fail(f"--device {args.device}: not a device; use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        _fail("--device cuda: no CUDA GPU is visible; use --device cpu")
-    for library in (diffusers_logging, transformers_logging):   # errors come as one line of ours instead
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-    pipe = CoCoInsPipeline.from_pretrained(args.model, mapper=args.mapper, vae=getattr(args, "vae", None),
-                                           torch_dtype=torch.float16 if device.type == "cuda" else torch.float32,
-                                           library=getattr(args, "library", None))
-    if args.cpu_offload:
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    if getattr(args, "vae_tiling", False):
-        pipe.enable_vae_tiling()
-    if getattr(args, "vae_slicing", False):
-        pipe.enable_vae_slicing()
-    if args.height is None:
-        args.height = pipe.default_size
-    if args.width is None:
-        args.width = pipe.default_size
-    pipe.check_settings(args.steps, args.guidance, args.height, args.width, getattr(args, "batch_size", 1))
-    return pipe
 
 
 def _subject(spec: tuple[str, object]):
@@ -147,12 +112,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _fail(f"the prompt has {resolved.subjects} subject(s); give exactly one --code-seed or --code-file per "
               f"subject, in <subjN> order (got {len(args.codes)})")
     if resolved.names:
-        from cocoins.front.characters import CharacterLibrary
+        from cocoins.characters.library import CharacterLibrary
 
         library = CharacterLibrary(args.library)
         for name in resolved.names:
             library.get(name)        # an unknown name fails before the model loads
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     if want_sha is not None and pipe.mapper_sha256 != want_sha:
         _fail(f"--mapper {args.mapper} is not the mapper {args.sidecar} was made with (sha256 differs); restore it")
     out = pipe(args.prompt, subjects=[_subject(c) for c in args.codes], seed=args.seed,
@@ -187,7 +152,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         _fail(f"interpolate needs two codes (two of --code-seed / --code-file), got {len(args.codes)}")
     if args.frames < 2:
         _fail(f"--frames {args.frames}: a strip needs at least the two end frames")
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     ends, records = _codes(pipe, args.codes)
     codes, ts = interpolate_codes(ends[0], ends[1], args.frames, args.mode)
     images = _render(pipe, [args.prompt] * args.frames, codes[:, None], [args.seed] * args.frames, args)
@@ -205,7 +170,7 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     if args.count < 2 or not 0 <= args.query < args.count or args.show < 0:
         _fail(f"need --count >= 2, 0 <= --query < --count and --show >= 0 (got {args.count}, {args.query}, "
               f"{args.show})")
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     seeds = list(range(args.first_code_seed, args.first_code_seed + args.count))
     codes, _ = _codes(pipe, [("seed", s) for s in seeds])
     words = pipe.pseudo_words(codes)                                       # [N, d]
@@ -239,25 +204,6 @@ def _render_options(p: argparse.ArgumentParser, mapper_required: bool) -> None:
     p.add_argument("--out", required=True, help="PNG path; a .json sidecar is written beside it")
     add_sampling_options(p)
     add_device_options(p)
-
-
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 8; default: the model's own "
-                                                            "size (1024 for SDXL, 32 for the mini-world)")
-    p.add_argument("--width", type=int, default=None, help="as --height")
-    p.add_argument("--negative-prompt", default=None)
-
-
-def add_device_options(p: argparse.ArgumentParser) -> None:
-    """Where and how lean to run: every generating command takes these."""
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--cpu-offload", action="store_true", help="diffusers model CPU offload (low VRAM)")
-    p.add_argument("--vae", default=None, help="decode with this VAE (dir or cached hub id), e.g. the fp16-safe "
-                                               "madebyollin/sdxl-vae-fp16-fix")
-    p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (low VRAM at large sizes)")
-    p.add_argument("--vae-slicing", action="store_true", help="decode a batch one image at a time")
 
 
 def _code_options(p: argparse.ArgumentParser) -> None:

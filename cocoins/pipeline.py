@@ -21,9 +21,9 @@ from typing import Sequence, Union
 import torch
 from PIL import Image
 
-from cocoins.front.characters import Character, CharacterLibrary
-from cocoins.front.codes import code_from_seed, file_sha256, read_code_file
-from cocoins.front.prompts import resolve_prompt
+from cocoins.characters.codes import code_from_seed, file_sha256, read_code_file
+from cocoins.characters.library import Character, CharacterLibrary
+from cocoins.characters.prompts import resolve_prompt
 from cocoins.runtime import UserError
 
 Subject = Union[int, torch.Tensor, str, os.PathLike, Character]

@@ -5,9 +5,9 @@ import pytest
 import torch
 from front_models import write_models
 
+from cocoins.characters.codes import write_code_file
+from cocoins.characters.library import CharacterLibrary
 from cocoins.front.app import FrontApp, build_app
-from cocoins.front.characters import CharacterLibrary
-from cocoins.front.codes import write_code_file
 from cocoins.pipeline import CoCoInsPipeline
 from cocoins.runtime import UserError
 

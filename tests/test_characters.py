@@ -9,10 +9,10 @@ import torch
 from front_models import SIZE, write_mapper, write_models
 from PIL import Image
 
+from cocoins.characters.codes import code_from_seed, write_code_file
+from cocoins.characters.library import Character, CharacterLibrary
+from cocoins.characters.prompts import resolve_prompt
 from cocoins.cli import main
-from cocoins.front.characters import Character, CharacterLibrary
-from cocoins.front.codes import code_from_seed, write_code_file
-from cocoins.front.prompts import resolve_prompt
 from cocoins.pipeline import CoCoInsPipeline
 from cocoins.runtime import UserError
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval
-from cocoins.eval.metrics.simdiv import group_stats, sim_div
+from cocoins.simdiv import group_stats, sim_div
 
 E = np.eye(4)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cocoins.eval.metrics.latent import center_ellipse_mask, latent_metrics, subject_vectors
-from cocoins.eval.metrics.simdiv import mean_pairwise_cosine, sim_div
+from cocoins.simdiv import mean_pairwise_cosine, sim_div
 
 E1, E2, E3 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 

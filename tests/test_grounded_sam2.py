@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cocoins.backends.grounded_sam2 import (Detections, GroundedSam2Masker, GroundingDino, GroundingFaceCounter,
-                                            Sam2Boxes, detection_prompt, matching, subject_phrases)
+from cocoins.backends.detections import Detections
+from cocoins.backends.grounded_sam2 import (GroundedSam2Masker, GroundingDino, GroundingFaceCounter, Sam2Boxes,
+                                            detection_prompt, matching, subject_phrases)
 from cocoins.backends.tiny import SAM2_CONFIG, SAM2_TINY_OVERRIDES, build_tiny_grounding_dino
 
 from test_data_stages import run, write_params

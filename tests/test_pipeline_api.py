@@ -13,8 +13,8 @@ import torch
 from front_models import SIZE, write_models
 from PIL import Image
 
+from cocoins.characters.codes import code_from_seed, write_code_file
 from cocoins.cli import main
-from cocoins.front.codes import code_from_seed, write_code_file
 from cocoins.pipeline import CoCoInsPipeline
 from cocoins.runtime import UserError
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cocoins.eval.metrics.simdiv import sim_div
+from cocoins.simdiv import sim_div
 from cocoins.world.traits import (HEADS, SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier,
                                   render_portraits, to_tensor, train_trait_classifier, trait_agreement)
 

@@ -29,19 +29,13 @@ import torch
 from PIL import Image
 
 from cocoins.backends.chat import load_pretrained
+from cocoins.backends.detections import Detections
 from cocoins.data.tags import TagError, parse_tagged
 from cocoins.runtime import UserError
 
 RANDOM = "random"
 _WORD = re.compile(r"[a-z]+")
 _SPECIAL = re.compile(r"\[[A-Z]+\]")   # [SEP], [CLS], ... in decoded labels
-
-
-@dataclass(frozen=True)
-class Detections:
-    boxes: np.ndarray    # [K, 4] x0, y0, x1, y1 in pixels of the original image
-    scores: np.ndarray   # [K]
-    labels: list[str]    # prompt words over the text threshold, per box
 
 
 def subject_phrases(tagged1: str, tagged2: str, index: int = 1) -> list[str]:

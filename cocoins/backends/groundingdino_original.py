@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cocoins.backends.grounded_sam2 import Detections
+from cocoins.backends.detections import Detections
 from cocoins.runtime import UserError
 
 INSTALL = "install it with `make install` (groundingdino-py 0.4.0, installed --no-deps)"

@@ -32,7 +32,7 @@ from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_int
 from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_embedder
 from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
 from cocoins.eval.metrics.latent import latent_vectors
-from cocoins.eval.metrics.simdiv import group_stats
+from cocoins.simdiv import group_stats
 from cocoins.world.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
                                   trait_agreement)
 

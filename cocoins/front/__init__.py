@@ -1,1 +1,3 @@
-"""The user-facing front on a trained mapper: codes, characters, named-character prompts, stories, the web app."""
+"""What stands above the pipeline for its users: the character / story / app commands, story mode and the web
+app. The pieces the pipeline itself reads (codes, the character library, named prompts) are in
+`cocoins.characters`."""

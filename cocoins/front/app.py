@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoins.front.characters import Character, CharacterLibrary
-from cocoins.front.codes import code_from_seed, file_sha256, read_code_file
-from cocoins.front.prompts import check_name
+from cocoins.characters.codes import code_from_seed, file_sha256, read_code_file
+from cocoins.characters.library import Character, CharacterLibrary
+from cocoins.characters.prompts import check_name
 from cocoins.front.story import parse_story, render_story
 from cocoins.runtime import UserError
 

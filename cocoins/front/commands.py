@@ -14,6 +14,7 @@ import json
 import secrets
 from pathlib import Path
 
+from cocoins.front.options import add_device_options, add_sampling_options, open_pipeline
 from cocoins.runtime import UserError
 
 DEFAULT_MODEL, DEFAULT_MAPPER = "models/base", "models/mapper"
@@ -32,15 +33,15 @@ def mapper_identity(mapper_dir: str) -> tuple[str, int]:
 
 
 def _library(args: argparse.Namespace):
-    from cocoins.front.characters import CharacterLibrary
+    from cocoins.characters.library import CharacterLibrary
 
     return CharacterLibrary(args.library)
 
 
 def cmd_character_new(args: argparse.Namespace) -> int:
-    from cocoins.front.characters import Character
-    from cocoins.front.codes import code_from_seed, file_sha256, read_code_file
-    from cocoins.front.prompts import check_name
+    from cocoins.characters.library import Character
+    from cocoins.characters.codes import code_from_seed, file_sha256, read_code_file
+    from cocoins.characters.prompts import check_name
 
     check_name(args.name)
     sha, code_dim = mapper_identity(args.mapper)
@@ -70,13 +71,12 @@ def cmd_character_list(args: argparse.Namespace) -> int:
 
 def cmd_character_show(args: argparse.Namespace) -> int:
     """A preview sheet: the character in `--prompt` at several noise seeds, side by side."""
-    from cocoins.cli import _open
     from cocoins.method.latent_space import image_strip
 
     character = _library(args).get(args.name)
     print(f"{character.name}: c = {character.code_dim}, mapper {character.mapper_sha256}, {character.source}")
     prompt = args.prompt or SHEET_PROMPT.format(name=args.name)
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     out = pipe([prompt] * len(args.seeds), seed=args.seeds, num_inference_steps=args.steps,
                guidance_scale=args.guidance, height=args.height, width=args.width,
                negative_prompt=args.negative_prompt, batch_size=args.batch_size)
@@ -107,8 +107,7 @@ def cmd_character_import(args: argparse.Namespace) -> int:
 
 
 def cmd_story(args: argparse.Namespace) -> int:
-    from cocoins.cli import _open
-    from cocoins.front.characters import CharacterLibrary
+    from cocoins.characters.library import CharacterLibrary
     from cocoins.front.story import load_story, render_story
 
     story = load_story(args.story)
@@ -116,7 +115,7 @@ def cmd_story(args: argparse.Namespace) -> int:
     for key, value in defaults.items():     # an option given on the command line wins over the story's settings
         if getattr(args, key) is None:
             setattr(args, key, value)
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     board = render_story(story, pipe, args.out, library=CharacterLibrary(args.library), batch_size=args.batch_size,
                          overrides={"steps": args.steps, "guidance": args.guidance, "height": args.height,
                                     "width": args.width})
@@ -125,14 +124,13 @@ def cmd_story(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from cocoins.cli import _open
     from cocoins.front.app import launch
-    from cocoins.front.characters import CharacterLibrary
+    from cocoins.characters.library import CharacterLibrary
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: use a port from 1 to 65535 (7860 is Gradio's usual one)")
     args.steps, args.guidance, args.height, args.width = 30, 5.0, None, None
-    pipe = _open(args)
+    pipe = open_pipeline(args)
     library = CharacterLibrary(args.library)
     print(f"cocoins app: http://{args.host}:{args.port} (model {args.model}, mapper {args.mapper}, characters in "
           f"{library.root}); Ctrl+C stops it")
@@ -145,8 +143,6 @@ def _library_option(p: argparse.ArgumentParser) -> None:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    from cocoins.cli import add_device_options, add_sampling_options
-
     p.add_argument("--model", default=DEFAULT_MODEL, help="diffusers SDXL dir, hub id, or models/base (default)")
     p.add_argument("--mapper", default=DEFAULT_MAPPER, help="trained mapper dir (default models/mapper)")
     add_sampling_options(p)
@@ -155,8 +151,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_front_commands(sub) -> None:
-    from cocoins.cli import add_device_options
-
     c = sub.add_parser("character", help="keep characters: new, list, show, rm, export, import")
     csub = c.add_subparsers(dest="character_command", required=True)
     new = csub.add_parser("new", help="create a character from a code seed or a code file")

@@ -29,9 +29,9 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw, ImageFont
 
-from cocoins.front.characters import Character, CharacterLibrary
-from cocoins.front.codes import code_from_seed
-from cocoins.front.prompts import check_name, resolve_prompt
+from cocoins.characters.codes import code_from_seed
+from cocoins.characters.library import Character, CharacterLibrary
+from cocoins.characters.prompts import check_name, resolve_prompt
 from cocoins.runtime import UserError
 
 PANEL_KEYS = {"prompt", "seed", "characters", "negative_prompt"}

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cocoins.eval.metrics.simdiv import sim_div
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.generate import generate
+from cocoins.simdiv import sim_div
 from cocoins.world.people import EYES, HAIR, HAIR_STYLES, SKIN
 from cocoins.world.traits import TraitClassifier
 

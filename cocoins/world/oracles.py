@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cocoins.eval.metrics.simdiv import sim_div
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.generate import generate
+from cocoins.simdiv import sim_div
 from cocoins.world.captions import trait_phrases
 from cocoins.world.people import SCENE_PHRASES, SCENES, ImageSpec, Traits, WorldConfig, draw_traits, render
 from cocoins.world.traits import TraitClassifier, trait_labels

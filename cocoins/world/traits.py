@@ -5,7 +5,7 @@ classifier of those traits is the mini-world's ArcFace (issue 6). It is trained 
 rendered portraits whose traits are known (random identities, scenes and poses, all from a seed), with
 augmentation (Gaussian blur, downsample-upsample, additive noise, small shifts) so it also reads blurry
 generations. `embed` concatenates the per-trait softmax vectors and L2-normalises them, so Section 4.2's
-Sim / Div come from `eval.metrics.simdiv.sim_div` unchanged; `trait_agreement` is the per-trait fraction of
+Sim / Div come from `cocoins.simdiv.sim_div` unchanged; `trait_agreement` is the per-trait fraction of
 same-identity image pairs whose predicted labels agree.
 
 A `scene` head reads the background the renderer drew (one of `SCENES`): the mini-world's prompt-fidelity
@@ -186,7 +186,7 @@ class TraitClassifier:
 
     def embed(self, images) -> torch.Tensor:
         """Identity embedding [N, D]: the per-trait probability vectors concatenated, L2-normalised
-        (D = total number of classes); feed it to `eval.metrics.simdiv.sim_div` for Section 4.2's
+        (D = total number of classes); feed it to `cocoins.simdiv.sim_div` for Section 4.2's
         Sim / Div."""
         return self.embed_probabilities(self.probabilities(images))
 

