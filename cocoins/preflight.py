@@ -80,6 +80,15 @@ def stage_problems(params: Params, base_dir: Path = Path("."), visible_gpus: int
     return {stage: checks[stage]() for stage in STAGES if stage in stages}
 
 
+def problem_lines(found: dict[str, list[str]]) -> list[str]:
+    """One line per distinct problem, naming every stage it stops: a missing SDXL is one fix, not three."""
+    stages_of: dict[str, list[str]] = {}
+    for stage, problems in found.items():
+        for problem in problems:
+            stages_of.setdefault(problem, []).append(stage)
+    return [f"{', '.join(stages)}: {problem}" for problem, stages in stages_of.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cocoins preflight", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    lines = [f"{stage}: {problem}" for stage, problems in found.items() for problem in problems]
+    lines = problem_lines(found)
     for line in lines:
         print(line)
     ready = [stage for stage, problems in found.items() if not problems]

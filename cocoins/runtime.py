@@ -79,16 +79,3 @@ def run_stage(main: Callable[[], None]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 
-
-def start_processes(device: str, barrier_timeout_s: int):
-    """This stage's process group (under `accelerate launch`) with a collective timeout that fits its work.
-
-    torch's NCCL default is 10 minutes, shorter than the main process's scoring or gathering at the end of a
-    long stage, while the other processes wait at a barrier. accelerate keeps one shared state per process,
-    so the helpers that call `PartialState()` later get this one. One process: nothing to set up.
-    """
-    from datetime import timedelta
-
-    from accelerate import PartialState
-
-    return PartialState(cpu=resolve_device(device).type == "cpu", timeout=timedelta(seconds=barrier_timeout_s))

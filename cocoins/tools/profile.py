@@ -68,22 +68,27 @@ def check(profile_path: str | Path, params_path: str | Path = "params.yaml"):
 
 
 def apply(profile_path: str | Path, params_path: str | Path = "params.yaml") -> list[tuple[str, object, object]]:
-    """Set the profile's keys in params.yaml (comments and order kept), after checking the result."""
+    """Set the profile file's keys in params.yaml (comments and order kept), after checking the result."""
+    return apply_mapping(read_profile(profile_path), params_path, source=str(profile_path))
+
+
+def apply_mapping(profile: dict, params_path: str | Path = "params.yaml",
+                  source: str = "the profile") -> list[tuple[str, object, object]]:
+    """Set `profile`'s keys ({group: {key: value}}) in params.yaml, comments and order kept; checked first."""
     from ruamel.yaml import YAML
 
-    profile = read_profile(profile_path)
     todo = placeholders(profile)
     if todo:
-        raise ParamsError(f"profile {profile_path}: fill in the paths of {', '.join(todo)} (they still start with "
+        raise ParamsError(f"{source}: fill in the paths of {', '.join(todo)} (they still start with "
                           f"{PLACEHOLDER}), then apply it again")
     params_path = Path(params_path)
-    parse_params(merge(yaml.safe_load(params_path.read_text()) or {}, profile), params_path.parent)
+    current = yaml.safe_load(params_path.read_text()) or {}
+    parse_params(merge(current, profile), params_path.parent)
     rt = YAML()
     rt.preserve_quotes = True
     rt.indent(mapping=2, sequence=4, offset=2)      # params.yaml's own layout, so untouched lines stay as they are
     rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = rt.load(params_path.read_text())
-    done = changes(yaml.safe_load(params_path.read_text()) or {}, profile)
     for group, keys in profile.items():
         if doc.get(group) is None:
             doc[group] = {}
@@ -93,7 +98,7 @@ def apply(profile_path: str | Path, params_path: str | Path = "params.yaml") -> 
     rt.dump(doc, buffer)
     with atomic_path(params_path) as tmp:
         tmp.write_text(buffer.getvalue())
-    return done
+    return changes(current, profile)
 
 
 def main(argv: list[str] | None = None) -> int:
