@@ -6,14 +6,16 @@ STAMP := $(VENV)/.cocoins-installed
 # Stage commands run whatever `python` is first on PATH: put the venv there for every recipe.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
-export HF_HUB_OFFLINE := 1
+# The embedded default and the tests need no hub: nothing may be fetched. `make full-scale` names hub ids, so
+# it leaves downloads on (each model is fetched once into the Hugging Face cache by from_pretrained).
+repro test test-fast bench rehearse: export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # The CPU's own kernels by default; `COCOINS_CPU_KERNELS=pinned make repro` runs every stage on the pinned ones
 # (cocoins/runtime.py, CPU_KERNEL_PINS: the same bits on another x86-64 CPU, 1.5x the UNet's step time).
 # sam2 builds a CUDA extension unless told not to; the Python package is all we need.
 export SAM2_BUILD_CUDA := 0
 
-.PHONY: install repro test test-fast bench plots clean-venv
+.PHONY: install repro test test-fast bench plots clean-venv full-scale preflight rehearse
 
 install: $(STAMP)
 
@@ -46,6 +48,25 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
+
+# Full scale (docs/full-scale.md): PROFILE into params.yaml (comments kept; fill in its /path/to/ first), every
+# model, package and service checked in seconds, then the DAG under the profile's launchers (all visible GPUs).
+PROFILE ?= profiles/full-scale.yaml
+full-scale: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[full]"
+	$(PY) -m cocoins.tools.profile apply $(PROFILE)
+	$(PY) -m cocoins.preflight
+	dvc repro
+
+preflight: $(STAMP)
+	$(PY) -m cocoins.preflight
+
+# The full-scale profile through the real `dvc repro` on random-weight models of the real architectures, in a
+# scratch copy (cocoins/rehearsal/run.py). On a GPU machine: REHEARSE_ARGS="--depth full --device cuda
+# --resolution 1024 --images 16 --processes 1".
+REHEARSE_ARGS ?= --depth reduced --device cpu --processes 2
+rehearse: $(STAMP)
+	$(PY) -m cocoins.rehearsal.run --out out/rehearsal $(REHEARSE_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py

@@ -210,6 +210,9 @@ class TrainParams:
     mixed_precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1   # micro-batches per process; batch_size stays the global batch
+    # Samples per process per forward pass; set, it replaces gradient_accumulation_steps with
+    # batch_size / (processes x micro_batch_size), so one setting fits 1 to 8 GPUs.
+    micro_batch_size: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,17 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class LaunchParams:
+    """How `dvc repro` starts the stages that can run as several processes (dvc.yaml templates `${launch.*}`)."""
+    data: str = "python"          # caption, tag, mask, precompute: python | accelerate launch [options]
+    train: str = "python"
+    evaluate: str = "python"
+    # Seconds a process waits at a collective for the others (torch's NCCL default is 600): the main process
+    # gathers and scores alone at the end of evaluate and of a data stage while the others wait.
+    barrier_timeout_s: int = 7200
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     caption: CaptionParams = field(default_factory=CaptionParams)
@@ -268,6 +282,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     prompts: PromptParams = field(default_factory=PromptParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    launch: LaunchParams = field(default_factory=LaunchParams)
 
 
 # Values that must be strictly positive; zero or negative would divide by zero or loop forever.
@@ -278,7 +293,7 @@ _POSITIVE = {
     "tag.timeout", "tag.retries", "tag.max_new_tokens", "tag.batch_size", "tag.chunk_size",
     "mask.batch_size", "mask.chunk_size", "mask.groundingdino_min_size", "mask.groundingdino_max_size",
     "mapper.code_dim", "mapper.layers", "mapper.hidden_dim", "train.steps", "train.batch_size",
-    "train.gradient_accumulation_steps",
+    "train.gradient_accumulation_steps", "train.micro_batch_size", "launch.barrier_timeout_s",
     "train.lr", "train.checkpoint_every", "prompts.scenes_per_subject",
     "prompts.scenes_per_setting", "prompts.timeout", "prompts.retries",
     "eval.identities_per_subject", "eval.seeds_per_prompt", "eval.steps", "eval.resolution",
@@ -382,8 +397,12 @@ def _build(group_cls, raw: dict, prefix: str):
     return group_cls(**values)
 
 
-def parse_params(raw: dict, base_dir: str | os.PathLike = ".") -> Params:
-    """Validate a params mapping (as read from params.yaml) into typed `Params`."""
+def parse_params(raw: dict, base_dir: str | os.PathLike = ".", check_paths: bool = True) -> Params:
+    """Validate a params mapping (as read from params.yaml) into typed `Params`.
+
+    check_paths=False skips whether data.root exists: a profile written on one machine for another is
+    checked for keys, types and values only.
+    """
     if not isinstance(raw, dict):
         raise ParamsError("params.yaml must be a mapping of groups (data, caption, ...) to their keys")
     hints = typing.get_type_hints(Params)
@@ -393,12 +412,12 @@ def parse_params(raw: dict, base_dir: str | os.PathLike = ".") -> Params:
                           + ", ".join(sorted(hints)))
     groups = {name: _build(hints[name], raw.get(name) or {}, name) for name in hints}
     params = Params(**groups)
-    _check_semantics(params, Path(base_dir))
+    _check_semantics(params, Path(base_dir), check_paths)
     return params
 
 
-def _check_semantics(p: Params, base_dir: Path) -> None:
-    if p.data.source != "synthetic":
+def _check_semantics(p: Params, base_dir: Path, check_paths: bool = True) -> None:
+    if p.data.source != "synthetic" and check_paths:
         root = base_dir / p.data.root
         if not root.is_dir():
             raise ParamsError(
@@ -428,6 +447,12 @@ def _check_semantics(p: Params, base_dir: Path) -> None:
     if p.prompts.backend == "world" and p.data.source != "synthetic":
         raise ParamsError("params.yaml: prompts.backend: world uses the synthetic world's scenes; with "
                           f"data.source: {p.data.source} set it to builtin or ollama")
+    for key, command in (("launch.data", p.launch.data), ("launch.train", p.launch.train),
+                         ("launch.evaluate", p.launch.evaluate)):
+        words = command.split()
+        if not (words[:1] in (["python"], ["python3"]) and len(words) == 1) and words[:2] != ["accelerate", "launch"]:
+            raise ParamsError(f"params.yaml: {key} = {command!r}: use `python` (one process) or `accelerate launch` "
+                              "with its options (for example `accelerate launch --num_processes 4`)")
     if p.eval.resolution % 8:
         raise ParamsError(f"params.yaml: eval.resolution = {p.eval.resolution} must be a multiple of 8")
 

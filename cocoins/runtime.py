@@ -78,3 +78,4 @@ def run_stage(main: Callable[[], None]) -> None:
     except (ParamsError, UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+

@@ -8,11 +8,14 @@ Rerunning after a kill resumes from models/checkpoints/ (a persistent DVC out).
 
 import dataclasses
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 
+from cocoins.checks import require
 from cocoins.config import load_params
 from cocoins.data.shards import ShardReader
 from cocoins.eval.renders import dir_sha256
@@ -25,6 +28,7 @@ from cocoins.runtime import print_summary, resolve_device, run_stage, seed_every
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
 from cocoins.training.loop import TrainConfig, train_mapper
+from cocoins.training.preflight import train_problems
 
 REPORT_DIR = Path("reports/train")
 
@@ -35,7 +39,9 @@ def main() -> None:
     seed_everything(t.seed)
     device = resolve_device(t.device)
     accelerator = Accelerator(mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
-                              cpu=device.type == "cpu")
+                              cpu=device.type == "cpu", kwargs_handlers=[
+                                  InitProcessGroupKwargs(timeout=timedelta(seconds=params.launch.barrier_timeout_s))])
+    require("train", train_problems(params, world=accelerator.num_processes))
     # Frozen weights in the autocast dtype on CUDA (half the memory, as diffusers' training scripts do);
     # on CPU they stay fp32 and autocast alone lowers the matmuls. f itself always trains in fp32.
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
@@ -52,6 +58,7 @@ def main() -> None:
                          checkpoint_every=t.checkpoint_every, seed=t.seed, mixed_precision=t.mixed_precision,
                          gradient_checkpointing=t.gradient_checkpointing,
                          gradient_accumulation_steps=t.gradient_accumulation_steps,
+                         micro_batch_size=t.micro_batch_size,
                          mapper_init=m.init, mapper_init_words=tuple(m.init_words),
                          mapper_fixed_norm=m.fixed_norm)
     # A checkpoint resumes only on the data and the frozen model it was trained against: the index, the latent

@@ -60,6 +60,7 @@ class TrainConfig:
     mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (autocast; the mapper stays fp32)
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1  # micro-batches per process per optimisation step
+    micro_batch_size: int | None = None   # set: samples per process per pass; accumulation follows from it
     mapper_init: str = "pytorch"         # pytorch (nn.Linear's default) | words (`init_like_words`)
     mapper_init_words: tuple[str, ...] = ("man", "woman", "person")   # whose embedding size words start at
     mapper_fixed_norm: bool = False      # every pseudo-word keeps the RMS norm of mapper_init_words' embeddings
@@ -100,12 +101,24 @@ def check_precision(config: TrainConfig, accelerator: Accelerator) -> None:
                         f"Accelerator(mixed_precision={expected!r}) and do not override it at launch")
 
 
-def micro_batch_size(config: TrainConfig, world: int) -> int:
+def micro_batch_layout(config: TrainConfig, world: int) -> tuple[int, int]:
+    """(samples per process per pass, passes per process per step) for `world` processes.
+
+    With `micro_batch_size` set, the accumulation follows from it, so one profile keeps the global batch on
+    1, 2, 4 or 8 GPUs; otherwise the micro-batch follows from `gradient_accumulation_steps`.
+    """
+    if config.micro_batch_size is not None:
+        per_pass = world * config.micro_batch_size
+        if config.micro_batch_size < 1 or config.batch_size % per_pass:
+            raise UserError(f"train.batch_size {config.batch_size} must divide into {world} process(es) x "
+                            f"train.micro_batch_size {config.micro_batch_size}; pick a micro-batch that divides "
+                            f"{config.batch_size // world if config.batch_size % world == 0 else 'the batch'}")
+        return config.micro_batch_size, config.batch_size // per_pass
     parts = world * config.gradient_accumulation_steps
     if config.gradient_accumulation_steps < 1 or config.batch_size % parts:
         raise UserError(f"train.batch_size {config.batch_size} must divide into {world} process(es) x "
                         f"train.gradient_accumulation_steps {config.gradient_accumulation_steps}; change either")
-    return config.batch_size // parts
+    return config.batch_size // parts, config.gradient_accumulation_steps
 
 
 def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig, loss_config: LossConfig,
@@ -114,8 +127,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
                  accelerator: Accelerator, data_fingerprint: str = "") -> TrainResult:
     """Train f for `config.steps` steps, resuming from a matching checkpoint, and save it to mapper_dir."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    accum = config.gradient_accumulation_steps
-    micro = micro_batch_size(config, world)
+    micro, accum = micro_batch_layout(config, world)
     check_precision(config, accelerator)
     device = accelerator.device
 
@@ -149,7 +161,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
 
     # The process/micro-batch layout does not change the math, so it is left out: a run killed on 4 GPUs
     # resumes on 2 (equal up to float rounding; bit for bit on the same layout).
-    layout_free = dataclasses.replace(config, gradient_accumulation_steps=1)
+    layout_free = dataclasses.replace(config, gradient_accumulation_steps=1, micro_batch_size=None)
     key = fingerprint(mapper_config, loss_config, triplet_config, layout_free, data_fingerprint)
     start = 0
     found = latest_checkpoint(checkpoint_dir, key)

@@ -1,0 +1,77 @@
+"""The rehearsal: the full-scale profile through the real `dvc repro` under `accelerate launch` (2 CPU processes).
+
+The slow test builds random-weight models of the real architectures at reduced depth (real widths, vocabularies,
+processors; fewer blocks) and runs every stage on two CelebA-HQ-format portraits, so that processor, shape,
+dtype, device and launcher bugs of the full-scale path fail here. The fast tests check the stand-in ollama
+server through the real client and the rehearsal's overrides against the params schema.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cocoins.backends.chat import OllamaChat
+from cocoins.backends.llm_taggers import SCHEMA, tag_messages
+from cocoins.backends.taggers import TagResult, validate_pair
+from cocoins.config import parse_params
+from cocoins.eval.scene_prompts import SCENES_SCHEMA, parse_scenes, scene_problem
+from cocoins.rehearsal.ollama_standin import OllamaStandIn, tag_first_word
+from cocoins.rehearsal.run import PROFILE, RehearsalConfig, overrides
+from cocoins.tools.profile import merge, read_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_standin_tags_through_the_real_client_and_passes_validation():
+    with OllamaStandIn("llama3.1:8b") as server:
+        chat = OllamaChat(server.host, "llama3.1:8b", timeout=10, retries=1)
+        pair = ("zx 12 quorn blip", "  Quorn, blip zx")
+        reply = json.loads(chat.chat(tag_messages(*pair), schema=SCHEMA))
+        assert reply == {"caption1": "zx 12 quorn blip".replace("zx", "<subj1>zx</subj1>", 1),
+                         "caption2": "  <subj1>Quorn</subj1>, blip zx"}
+        assert validate_pair(*pair, TagResult(reply["caption1"], reply["caption2"], attempts=1)) == ""
+        scenes = parse_scenes(chat.chat([{"role": "user", "content": "Fifty scenes of a <subj1>girl</subj1>."}],
+                                        schema=SCENES_SCHEMA))
+        assert len(scenes) == 2 and all(scene_problem(s) == "" and "<subj1>girl</subj1>" in s for s in scenes)
+        # An unknown model answers 404, as ollama does for a model that is not pulled.
+        assert "ollama pull other" in OllamaChat(server.host, "other", timeout=10, retries=1).chat(
+            tag_messages(*pair)).reason
+    assert tag_first_word("12 --") == "12 --"
+
+
+def test_rehearsal_overrides_make_a_valid_full_scale_params(tmp_path):
+    config = RehearsalConfig(tmp_path, processes=2, images=4)
+    models = {"llava": "m/llava", "grounding_dino": "m/gd", "sam2_checkpoint": "m/sam2.pt", "sam2_overrides": None,
+              "sdxl": "m/sdxl", "clip": "m/clip-openai", "fid": "m/fid.pth"}
+    profile = merge(read_profile(PROFILE), overrides(config, models, tmp_path, "http://127.0.0.1:1"))
+    p = parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), profile), ROOT, check_paths=False)
+    assert (p.train.batch_size, p.train.micro_batch_size, p.train.mixed_precision, p.train.gradient_checkpointing) == \
+        (4, 1, "bf16", True)          # 2 passes of 1 sample per process: accumulation is exercised
+    assert p.launch.train.startswith("accelerate launch --multi_gpu --num_processes 2")
+    assert (p.caption.backend, p.tag.backend, p.mask.backend, p.mapper.init) == ("llava", "ollama", "grounded_sam2",
+                                                                                "pytorch")
+
+
+@pytest.mark.slow
+def test_rehearsal_runs_every_stage_of_the_full_scale_profile(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cocoins.rehearsal.run", "--out", str(tmp_path), "--depth", "reduced",
+                           "--processes", "2", "--images", "2"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    report = json.loads((tmp_path / "rehearsal.json").read_text())
+    assert proc.returncode == 0 and report["ok"], proc.stdout[-3000:] + proc.stderr[-3000:]
+    stages = {r["stage"]: r for r in report["stages"]}
+    assert {"caption", "tag", "mask", "precompute", "train", "prompts", "evaluate"} <= set(stages)
+    for stage in ("caption", "tag", "mask", "precompute"):
+        assert stages[stage]["kept"] == 2, stages[stage]
+    project = tmp_path / "project"
+    metrics = json.loads((project / "reports/eval/metrics.json").read_text())
+    assert metrics["portraits"]["clip"] is not None
+    assert (project / "models/mapper/config.json").is_file()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["cmd"].startswith("accelerate launch --multi_gpu --num_processes 2")
