@@ -1,14 +1,6 @@
-"""The `cocoins` command: render the same subject again from a saved latent code, and look at the code space.
+"""The `cocoins` command: characters that stay themselves across prompts and seeds, on a trained mapper.
 
-    cocoins generate --model models/base --mapper models/mapper \\
-        --prompt "a <subj1>man</subj1> reading in a cafe" --code-seed 7 --seed 1 --steps 30 --out out.png
-    cocoins generate --sidecar out.json --out again.png           # the same image again, from its sidecar
-    cocoins sample-code --seed 7 --dim 256 --out z.safetensors     # the code --code-seed 7 draws, as a file
-    cocoins interpolate --model M --mapper F --prompt P --code-seed 1 --code-seed 2 --frames 7 --out strip.png
-    cocoins neighbors --model M --mapper F --prompt P --count 100 --query 0 --show 10 --out strip.png
-
-One `--code-seed` or `--code-file` per subject (`<subj1>`, `<subj2>`, ... in the order given). Without
-`--mapper`, generate renders the plain model. Every output image gets a JSON sidecar that reproduces it.
+Every command's `--help` ends with an example; every output image gets a JSON sidecar that reproduces it.
 """
 
 from __future__ import annotations
@@ -22,7 +14,7 @@ from pathlib import Path
 import torch
 
 from cocoins.characters.codes import CODE_KEY, code_from_seed, write_code_file
-from cocoins.front.options import add_device_options, add_sampling_options, open_pipeline
+from cocoins.front.options import add_command, add_device_options, add_sampling_options, open_pipeline
 from cocoins.runtime import UserError
 
 __all__ = ["main", "build_parser", "code_from_seed", "CODE_KEY"]
@@ -220,12 +212,38 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(f"error: {self.prog}: {message} (see `{self.prog} --help`)")
 
 
+# How `cocoins --help` lists the commands: by what a user came to do. A name not registered is left out.
+COMMAND_GROUPS = (
+    ("make a character", ("character",)),
+    ("render", ("generate", "sample-code", "interpolate", "neighbors")),
+    ("tell a story", ("story",)),
+    ("the web app", ("app",)),
+    ("research", ("ablate", "score-folder", "preflight")),
+)
+
+
+def command_list(sub) -> str:
+    """The registered commands under their COMMAND_GROUPS titles, each with its one-line help."""
+    lines = []
+    for title, names in COMMAND_GROUPS:
+        present = [name for name in names if name in sub.choices]
+        if present:
+            lines.append(f"{title}:")
+            lines += [f"  {name:<14}{sub.choices[name].description}" for name in present]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cocoins.front.commands import add_front_commands
 
-    parser = _Parser(prog="cocoins", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="render a tagged prompt with saved codes")
+    parser = _Parser(prog="cocoins", usage="cocoins COMMAND [options]",
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="`cocoins COMMAND --help`: the command's options and an example.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
+    add_front_commands(sub)
+    g = add_command(sub, "generate", "render a prompt with named characters or saved codes; the sidecar replays it",
+                    'cocoins generate --model models/base --mapper models/mapper --prompt "a photo of a '
+                    '<alice>woman</alice> in a green park" --out park.png')
     _render_options(g, mapper_required=False)
     _code_options(g)
     g.add_argument("--sidecar", help="re-render from a sidecar JSON (its settings replace the options above, "
@@ -234,13 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "(default $COCOINS_LIBRARY or characters/)")
     g.set_defaults(func=cmd_generate)
 
-    s = sub.add_parser("sample-code", help="save the code z ~ N(0, I) of a seed as safetensors")
+    s = add_command(sub, "sample-code", "save the code z ~ N(0, I) of a seed as safetensors",
+                    "cocoins sample-code --seed 7 --out alice.safetensors")
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--dim", type=int, default=256, help="c, the mapper's code_dim")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_sample_code)
 
-    i = sub.add_parser("interpolate", help="Fig. 8: images along a path between two codes, fixed noise")
+    i = add_command(sub, "interpolate", "Fig. 8: images along a path between two codes, fixed noise",
+                    'cocoins interpolate --model models/base --mapper models/mapper --prompt "a <subj1>man</subj1> '
+                    'in a park" --code-seed 1 --code-seed 2 --frames 7 --out strip.png')
     _render_options(i, mapper_required=True)
     _code_options(i)
     i.add_argument("--frames", type=int, default=7, help="images in the strip, both ends included")
@@ -249,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--batch-size", type=int, default=4)
     i.set_defaults(func=cmd_interpolate)
 
-    n = sub.add_parser("neighbors", help="Fig. 9: images ordered by pseudo-word cosine similarity to one code")
+    n = add_command(sub, "neighbors", "Fig. 9: images ordered by pseudo-word cosine similarity to one code",
+                    'cocoins neighbors --model models/base --mapper models/mapper --prompt "a <subj1>man</subj1> '
+                    'in a park" --count 100 --query 0 --show 10 --out strip.png')
     _render_options(n, mapper_required=True)
     n.add_argument("--count", type=int, default=100, help="codes to sample (paper: 100)")
     n.add_argument("--first-code-seed", type=int, default=0, help="code i is drawn from seed first + i")
@@ -258,27 +281,28 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--batch-size", type=int, default=4)
     n.set_defaults(func=cmd_neighbors)
 
-    add_front_commands(sub)
-
-    # Thin doors to the evaluation tools; their own parsers own the options.
+    # Thin doors to the research tools; their own parsers own the options and the examples.
     for name, help_text in PASSTHROUGH_HELP.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    parser.description = __doc__.split("\n\n")[0] + "\n\n" + command_list(sub)
     return parser
 
 
 PASSTHROUGH_HELP = {
     "ablate": "queue, run and tabulate a paper table's ablation rows (cocoins ablate table3 --help)",
     "score-folder": "score any folder of images from a manifest (cocoins score-folder --help)",
+    "preflight": "check every stage's models, files and services before a long run (cocoins preflight --help)",
 }
 
 
 def _passthrough(name: str, argv: list[str]) -> int:
     if name == "ablate":
         from cocoins.eval.ablate import main as tool
-    else:
+    elif name == "score-folder":
         from cocoins.eval.score_folder import main as tool
-    tool(argv)
-    return 0
+    else:
+        from cocoins.preflight import main as tool
+    return tool(argv) or 0
 
 
 def main(argv: list[str] | None = None) -> int:

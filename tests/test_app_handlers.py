@@ -53,3 +53,30 @@ def test_download_is_the_pair_in_the_export_folder_and_the_page_builds(front):
     page = build_app(front)
     assert {"prompt", "gallery", "create", "generate", "status", "run-story"} <= {
         block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
+
+
+def test_errors_speak_the_pages_words_and_show_no_server_folder(front):
+    if "alice" not in front.library.names():
+        front.create("alice", 7, None)
+    for call in (lambda: front.generate("a <nobody>man</nobody>", 0, 2, 5, 32, 32, ""),
+                 lambda: front.story("panels: [{prompt: 'a <nobody>man</nobody>'}]", 2, 32, 32),
+                 lambda: front.sheet("nobody", 2, 32, 32)):
+        with pytest.raises(UserError) as raised:
+            call()
+        text = front.message(raised.value)
+        assert text.startswith("no character 'nobody' yet") and "alice" in text and "**Create character**" in text
+        assert "cocoins character" not in text and "--library" not in text and str(front.library.root) not in text
+    with pytest.raises(UserError) as raised:
+        front.create("alice", 8, None)
+    assert front.message(raised.value) == "character 'alice' already exists; pick another name"
+    assert str(front.library.root) in str(raised.value)                 # the CLI's wording keeps the folder
+    assert front.message(UserError(f"{front.library.root}/x.json is broken")) == "the app's folder/x.json is broken"
+
+
+def test_the_sheet_is_the_character_at_four_seeds_scaled_up(front):
+    if "alice" not in front.library.names():
+        front.create("alice", 7, None)
+    sheet = front.sheet("alice", 2, 32, 32)
+    assert sheet.height == 128 and sheet.width == 4 * (4 * 32 + 3 * 4)   # (four 32 px images, three 4 px gaps) x 4
+    with pytest.raises(UserError, match="pick a character"):
+        front.sheet(None, 2, 32, 32)

@@ -156,3 +156,36 @@ def test_ablate_and_score_folder_are_cocoins_subcommands(capsys):
             main([name, "--help"])
         assert done.value.code == 0
         assert f"cocoins.eval.{name.replace('-', '_')}" in capsys.readouterr().out
+
+
+def _help(capsys, *argv) -> str:
+    from cocoins.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_lists_every_command_once_under_what_a_user_came_to_do(capsys):
+    from cocoins.cli import COMMAND_GROUPS, build_parser
+
+    text = _help(capsys)
+    titles = [title for title, _ in COMMAND_GROUPS]
+    assert [line[:-1] for line in text.splitlines() if line[:-1] in titles] == titles   # in this order
+    registered = set(build_parser()._subparsers._group_actions[0].choices)
+    grouped = [name for _, names in COMMAND_GROUPS for name in names]
+    assert registered == set(grouped) and len(grouped) == len(set(grouped))
+    for name in grouped:     # each once, indented under its group, with its one-line help
+        assert sum(line.startswith(f"  {name} ") for line in text.splitlines()) == 1, name
+    assert text.index("make a character:") < text.index("  character ") < text.index("render:")
+    assert text.index("research:") < text.index("  preflight ")
+
+
+@pytest.mark.parametrize("argv", [("generate",), ("sample-code",), ("interpolate",), ("neighbors",), ("story",),
+                                  ("app",), ("character",), ("character", "new"), ("character", "list"),
+                                  ("character", "show"), ("character", "rm"), ("character", "export"),
+                                  ("character", "import")])
+def test_each_command_help_ends_with_a_one_line_example(capsys, argv):
+    lines = _help(capsys, *argv).rstrip().splitlines()
+    assert lines[-2] == "example:" and lines[-1].startswith(f"  cocoins {' '.join(argv)}"), lines[-3:]

@@ -24,6 +24,31 @@ from cocoins.characters.codes import MAX_CODE_FILE_BYTES, file_sha256, read_code
 from cocoins.characters.prompts import check_name
 from cocoins.runtime import UserError
 
+
+class UnknownCharacter(UserError):
+    """A name the library does not hold. Its fields let a front end word the fix its own way (the app's
+    create button instead of the CLI's command)."""
+
+    def __init__(self, name: str, root: Path, known: list[str]):
+        self.name, self.known = name, known
+        super().__init__(f"no character {name!r} in the library {root} (it has: {', '.join(known) or 'none yet'}); "
+                         f"create it with `cocoins character new {name} --seed N` or pick another --library")
+
+
+class CharacterExists(UserError):
+    def __init__(self, name: str, root: Path):
+        self.name = name
+        super().__init__(f"character {name!r} already exists in {root}; pick another name or remove it first with "
+                         f"`cocoins character rm {name}`")
+
+
+class CharacterForOtherMapper(UserError):
+    """A character whose code was drawn for another mapper: the same code would draw another person."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        super().__init__(message)
+
 LIBRARY_ENV = "COCOINS_LIBRARY"
 DEFAULT_LIBRARY = "characters"
 FORMAT = 1
@@ -55,13 +80,15 @@ class Character:
 
     def check_mapper(self, mapper_sha256: str, code_dim: int) -> None:
         if self.code_dim != code_dim:
-            raise UserError(f"character {self.name!r} has a code of {self.code_dim} values but this mapper takes "
-                            f"{code_dim}; it was made for another mapper: create it again for this one")
+            raise CharacterForOtherMapper(self.name, f"character {self.name!r} has a code of {self.code_dim} values "
+                                          f"but this mapper takes {code_dim}; it was made for another mapper: "
+                                          "create it again for this one")
         if self.mapper_sha256 != mapper_sha256:
-            raise UserError(f"character {self.name!r} was made for mapper {self.mapper_sha256[:12]}, not this mapper "
-                            f"({mapper_sha256[:12]}): the same code would draw a different person. Use the mapper "
-                            f"it was made with, or create the character again with `cocoins character new "
-                            f"{self.name}`")
+            raise CharacterForOtherMapper(self.name, f"character {self.name!r} was made for mapper "
+                                          f"{self.mapper_sha256[:12]}, not this mapper ({mapper_sha256[:12]}): the "
+                                          "same code would draw a different person. Use the mapper it was made "
+                                          f"with, or create the character again with `cocoins character new "
+                                          f"{self.name}`")
 
     def metadata(self) -> dict:
         return {"format": FORMAT, "name": self.name, "code_dim": self.code_dim, "mapper_sha256": self.mapper_sha256,
@@ -89,17 +116,14 @@ class CharacterLibrary:
     def get(self, name: str) -> Character:
         code_path, meta_path = self._paths(name)
         if not meta_path.is_file() or not code_path.is_file():
-            known = ", ".join(self.names()) or "none yet"
-            raise UserError(f"no character {name!r} in the library {self.root} (it has: {known}); create it with "
-                            f"`cocoins character new {name} --seed N` or pick another --library")
+            raise UnknownCharacter(name, self.root, self.names())
         return _read_pair(code_path, meta_path, name)
 
     def add(self, character: Character, overwrite: bool = False) -> Character:
         """Write the character's pair atomically (both files appear together)."""
         code_path, meta_path = self._paths(character.name)
         if not overwrite and (code_path.exists() or meta_path.exists()):
-            raise UserError(f"character {character.name!r} already exists in {self.root}; pick another name or "
-                            f"remove it first with `cocoins character rm {character.name}`")
+            raise CharacterExists(character.name, self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".new-") as tmp:
             tmp_code, tmp_meta = _write_pair(Path(tmp), character)

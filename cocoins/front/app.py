@@ -17,16 +17,21 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from cocoins.characters.codes import code_from_seed, file_sha256, read_code_file
-from cocoins.characters.library import Character, CharacterLibrary
+from cocoins.characters.library import (Character, CharacterExists, CharacterForOtherMapper, CharacterLibrary,
+                                       UnknownCharacter)
 from cocoins.characters.prompts import check_name
+from cocoins.front.sheet import render_sheet
 from cocoins.front.story import parse_story, render_story
 from cocoins.runtime import UserError
 
 EXAMPLE_STORY = Path(__file__).resolve().parents[2] / "examples" / "story-mini-world.yaml"
 MAX_STEPS = 150          # per render in the app; the API allows more
 MAX_STORY_PANELS = 8
-PAGE_CSS = "#gallery img, #storyboard img { image-rendering: pixelated; }"   # small models draw 32 px images
+PAGE_CSS = "#gallery img, #storyboard img, #sheet img { image-rendering: pixelated; }"   # small models: 32 px images
+SHEET_MIN_HEIGHT = 128   # a sheet of small images is scaled up by whole factors to at least this height
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,34 @@ class FrontApp:
         self.library.add(Character(name, z, self.pipe.mapper_sha256, source))
         return f"created {name} ({source}); use it in a prompt as `<{name}>person</{name}>`"
 
+    def message(self, err: UserError) -> str:
+        """The status line for `err`, in the page's words: the fix for a missing or foreign character is the
+        Create button above, not a CLI command, and no folder of the server shows."""
+        if isinstance(err, UnknownCharacter):
+            known = ", ".join(err.known) or "none yet"
+            return (f"no character {err.name!r} yet (characters: {known}); make it with **Create character** above, "
+                    "or name one from the list")
+        if isinstance(err, CharacterExists):
+            return f"character {err.name!r} already exists; pick another name"
+        if isinstance(err, CharacterForOtherMapper):
+            return (f"character {err.name!r} was made for another mapper and would draw someone else here; make a "
+                    "new one with **Create character** above")
+        text = str(err)
+        for folder in sorted({str(self.library.root), str(self.export_dir)}, key=len, reverse=True):
+            text = text.replace(folder, "the app's folder")
+        return text
+
+    def sheet(self, name: str, steps, height, width):
+        """The character at four noise seeds in a plain portrait prompt, scaled up when the images are small."""
+        if not name:
+            raise UserError("pick a character for its sheet")
+        steps, _, height, width = self.check(steps, 5.0, height, width)
+        self.library.get(check_name(name))
+        with self._lock:
+            image, _ = render_sheet(self.pipe, name, num_inference_steps=steps, height=height, width=width)
+        scale = max(1, -(-SHEET_MIN_HEIGHT // image.height))
+        return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
+
     def export(self, name: str) -> list[str]:
         if not name:
             raise UserError("pick a character to download")
@@ -118,7 +151,7 @@ def build_app(front: FrontApp):
             try:
                 return fn(*args)
             except UserError as err:
-                return (*[gr.skip()] * n_outputs, "**error:** " + html.escape(str(err)))
+                return (*[gr.skip()] * n_outputs, "**error:** " + html.escape(front.message(err)))
         return run
 
     def choices(selected=None):
@@ -139,6 +172,9 @@ def build_app(front: FrontApp):
     def story(text, steps, height, width):
         return front.story(text, steps, height, width), "story rendered"
 
+    def sheet(name, steps, height, width):
+        return front.sheet(name, steps, height, width), html.escape(f"the sheet of {name}: four noise seeds")
+
     size = front.pipe.default_size
     with gr.Blocks(title="CoCoIns") as page:
         gr.Markdown("# CoCoIns: characters you can keep\nCreate a character, then name it in a prompt: "
@@ -152,6 +188,7 @@ def build_app(front: FrontApp):
                              height=140, elem_id="upload")
         with gr.Row():
             create_button = gr.Button("Create character", elem_id="create")
+            sheet_button = gr.Button("Character sheet", elem_id="sheet-button")
             download_button = gr.Button("Download character files", elem_id="download")
             files = gr.File(label="character files", file_count="multiple", interactive=False,
                             height=140, elem_id="files")
@@ -166,7 +203,12 @@ def build_app(front: FrontApp):
         negative = gr.Textbox(label="negative prompt (optional)", elem_id="negative")
         generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
         status = gr.Markdown("", elem_id="status")
-        gallery = gr.Gallery(label="gallery", columns=4, format="png", interactive=False, elem_id="gallery")
+        # A compact grid: fit_columns=False keeps each image a column of eight wide instead of stretching two
+        # images over the page.
+        gallery = gr.Gallery(label="gallery", columns=8, fit_columns=False, height="auto", object_fit="contain",
+                             format="png", interactive=False, elem_id="gallery")
+        sheet_image = gr.Image(label="character sheet", format="png", type="pil", interactive=False, height=160,
+                               elem_id="sheet")
         with gr.Accordion("Story", open=False):
             story_text = gr.Code(EXAMPLE_STORY.read_text() if EXAMPLE_STORY.is_file() else "", language="yaml",
                                  label="story (YAML)", elem_id="story")
@@ -177,6 +219,7 @@ def build_app(front: FrontApp):
         page.load(lambda: choices(), outputs=character)      # characters made since the page was built
         create_button.click(guarded(create, 1), [new_name, new_seed, upload], [character, status])
         download_button.click(guarded(download, 1), [character], [files, status])
+        sheet_button.click(guarded(sheet, 1), [character, steps, height, width], [sheet_image, status])
         generate_button.click(guarded(generate, 1), [prompt, seed, steps, guidance, height, width, negative,
                                                      gallery], [gallery, status])
         story_button.click(guarded(story, 1), [story_text, steps, height, width], [board, status])

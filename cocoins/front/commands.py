@@ -14,11 +14,11 @@ import json
 import secrets
 from pathlib import Path
 
-from cocoins.front.options import add_device_options, add_sampling_options, open_pipeline
+from cocoins.front.options import add_command, add_device_options, add_sampling_options, open_pipeline
+from cocoins.front.sheet import SHEET_PROMPT, SHEET_SEEDS, render_sheet
 from cocoins.runtime import UserError
 
 DEFAULT_MODEL, DEFAULT_MAPPER = "models/base", "models/mapper"
-SHEET_PROMPT = "a portrait of a <{name}>person</{name}>"
 
 
 def mapper_identity(mapper_dir: str) -> tuple[str, int]:
@@ -71,18 +71,15 @@ def cmd_character_list(args: argparse.Namespace) -> int:
 
 def cmd_character_show(args: argparse.Namespace) -> int:
     """A preview sheet: the character in `--prompt` at several noise seeds, side by side."""
-    from cocoins.method.latent_space import image_strip
-
     character = _library(args).get(args.name)
     print(f"{character.name}: c = {character.code_dim}, mapper {character.mapper_sha256}, {character.source}")
-    prompt = args.prompt or SHEET_PROMPT.format(name=args.name)
     pipe = open_pipeline(args)
-    out = pipe([prompt] * len(args.seeds), seed=args.seeds, num_inference_steps=args.steps,
-               guidance_scale=args.guidance, height=args.height, width=args.width,
-               negative_prompt=args.negative_prompt, batch_size=args.batch_size)
+    sheet, prompt = render_sheet(pipe, args.name, args.prompt, args.seeds, num_inference_steps=args.steps,
+                                 guidance_scale=args.guidance, height=args.height, width=args.width,
+                                 negative_prompt=args.negative_prompt, batch_size=args.batch_size)
     path = Path(args.out or f"{args.name}-sheet.png")
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_strip(out.images).save(path)
+    sheet.save(path)
     print(f"wrote {path} ({len(args.seeds)} seeds of {prompt!r})")
     return 0
 
@@ -151,32 +148,37 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_front_commands(sub) -> None:
-    c = sub.add_parser("character", help="keep characters: new, list, show, rm, export, import")
+    c = add_command(sub, "character", "keep characters: new, list, show, rm, export, import",
+                    "cocoins character new alice --seed 7")
     csub = c.add_subparsers(dest="character_command", required=True)
-    new = csub.add_parser("new", help="create a character from a code seed or a code file")
+    new = add_command(csub, "new", "create a character from a code seed or a code file",
+                      "cocoins character new alice --seed 7")
     new.add_argument("name", help="lowercase letters, digits, - and _ (used in prompts as <name>...</name>)")
     new.add_argument("--seed", type=int, default=None, help="code seed (default: a random one, recorded)")
     new.add_argument("--from-code", default=None, help="a code file from `cocoins sample-code`")
     new.add_argument("--mapper", default=DEFAULT_MAPPER, help="the mapper the character is for (default "
                                                               "models/mapper)")
     new.set_defaults(func=cmd_character_new)
-    ls = csub.add_parser("list", help="the characters in the library")
+    ls = add_command(csub, "list", "the characters in the library", "cocoins character list")
     ls.set_defaults(func=cmd_character_list)
-    show = csub.add_parser("show", help="print a character and write its preview sheet")
+    show = add_command(csub, "show", "print a character and write its preview sheet",
+                       "cocoins character show alice --out alice-sheet.png")
     show.add_argument("name")
     show.add_argument("--out", default=None, help="sheet PNG (default NAME-sheet.png)")
     show.add_argument("--prompt", default=None, help=f"default {SHEET_PROMPT.format(name='NAME')!r}")
-    show.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="one image per noise seed")
+    show.add_argument("--seeds", type=int, nargs="+", default=list(SHEET_SEEDS), help="one image per noise seed")
     _model_options(show)
     show.set_defaults(func=cmd_character_show)
-    rm = csub.add_parser("rm", help="remove a character")
+    rm = add_command(csub, "rm", "remove a character", "cocoins character rm alice")
     rm.add_argument("name")
     rm.set_defaults(func=cmd_character_rm)
-    ex = csub.add_parser("export", help="write NAME.safetensors + NAME.json to a folder, for another user")
+    ex = add_command(csub, "export", "write NAME.safetensors + NAME.json to a folder, for another user",
+                     "cocoins character export alice --out to-share/")
     ex.add_argument("name")
     ex.add_argument("--out", required=True, help="folder to write the pair into")
     ex.set_defaults(func=cmd_character_export)
-    im = csub.add_parser("import", help="add an exported pair (give its .json or .safetensors)")
+    im = add_command(csub, "import", "add an exported pair (give its .json or .safetensors)",
+                     "cocoins character import to-share/alice.json")
     im.add_argument("path")
     im.add_argument("--name", default=None, help="store it under another name")
     im.add_argument("--force", action="store_true", help="replace a character of the same name")
@@ -184,7 +186,8 @@ def add_front_commands(sub) -> None:
     for p in (new, ls, show, rm, ex, im):
         _library_option(p)
 
-    st = sub.add_parser("story", help="render a YAML story of panels into a storyboard (see examples/)")
+    st = add_command(sub, "story", "render a YAML story of panels into a storyboard (see examples/)",
+                     "cocoins story examples/story-mini-world.yaml --out story/")
     st.add_argument("story", help="the story YAML, e.g. examples/story-mini-world.yaml")
     st.add_argument("--out", default="story", help="folder for storyboard.png and panel-NN.png/.json")
     _model_options(st)
@@ -192,7 +195,8 @@ def add_front_commands(sub) -> None:
     _library_option(st)
     st.set_defaults(func=cmd_story)
 
-    app = sub.add_parser("app", help="the web app (Gradio) on 127.0.0.1")
+    app = add_command(sub, "app", "the web app (Gradio) on 127.0.0.1: make characters, render, run a story",
+                      "cocoins app --port 7860")
     app.add_argument("--model", default=DEFAULT_MODEL, help="diffusers SDXL dir, hub id, or models/base (default)")
     app.add_argument("--mapper", default=DEFAULT_MAPPER, help="trained mapper dir (default models/mapper)")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")

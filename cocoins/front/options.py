@@ -11,6 +11,12 @@ import torch
 from cocoins.runtime import UserError
 
 
+def add_command(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand whose one-line `help` heads its own --help, which ends with a one-line example."""
+    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--guidance", type=float, default=5.0)
