@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cocoins.backends import tiny  # noqa: E402
 from cocoins.backends.chat import generate_chat  # noqa: E402
-from cocoins.backends.grounded_sam2 import (Detections, GroundedSam2Masker, GroundingDino,  # noqa: E402
-                                            GroundingFaceCounter, Sam2Boxes)
+from cocoins.backends.detections import Detections  # noqa: E402
+from cocoins.backends.grounded_sam2 import (GroundedSam2Masker, GroundingDino, GroundingFaceCounter,  # noqa: E402
+                                            Sam2Boxes)
 from cocoins.backends.llm_taggers import LLMTagger  # noqa: E402
 from cocoins.backends.vlm_captioners import LlavaCaptioner  # noqa: E402
 from cocoins.data.shards import encode_shard  # noqa: E402
@@ -88,9 +89,13 @@ def build_llava(real: bool, device, dtype, text_layers: int = 32):
                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(  # llava-v1.6: 336 px tiles
+    # llava-v1.6: 336 px tiles. num_additional_image_tokens=1: the CLIP tower's CLS token, which "default"
+    # selection then drops; a processor built by hand without it counts 2 image tokens fewer than the
+    # model's features ("tokens: 2158, features: 2160"), as the published processor config sets it.
+    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(
         size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}), tokenizer=tok, patch_size=14,
-                                   vision_feature_select_strategy="default", chat_template=tiny.CHAT_TEMPLATE)
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=tiny.CHAT_TEMPLATE)
     with torch.device(device):
         model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
     return processor, model

@@ -39,13 +39,16 @@ command, carrying .whl (timeout 600 s):
       && python3 benchmarks/gpu_suite.py --out $OUT/gpu_suite --budget-s 450
 
 and commit $OUT/gpu_suite/* as benchmarks/results/gpu_suite-<card>.{json,md}.
+
+One job per file: this one runs the parts and writes the report; gpu_train.py (train step, profile),
+gpu_generate.py (generation) and gpu_device.py (peaks, memory, budget) hold the parts; data prep is
+benchmarks/data_prep.py.
 """
+
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import platform
@@ -53,9 +56,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -64,341 +65,14 @@ ROOT = BENCH.parent
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import data_prep  # noqa: E402
-import train_step_fullsize as fullsize  # noqa: E402
+from gpu_device import PEAK_BF16_TFLOPS, Budget, datasheet_peak, measure_matmul, release  # noqa: E402,F401
+from gpu_generate import bench_generate  # noqa: E402
+from gpu_train import (FULL_COMPILE, FULL_TRAIN, TINY_TRAIN, TrainBench, TrainSetting,  # noqa: E402,F401
+                       bench_profile, bench_train, setting_fields)
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s; matched in this order
-# against torch.cuda.get_device_name() (the PCIe / NVL parts before the SXM name they contain).
-PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("GH200", 989.0), ("H200", 989.0),
-                    ("H100", 989.0), ("H800", 989.0), ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0),
-                    ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0))
 # What the lent machine lacks, pinned as in pyproject.toml / the venv (open_clip: only its CLIP BPE file).
 CARRIED_WHEELS = ("diffusers==0.42.1", "importlib_metadata==10.2.0", "sam2==1.1.0", "hydra-core==1.3.8",
                   "omegaconf==2.3.1", "antlr4-python3-runtime==4.9.3", "iopath==0.1.10", "open-clip-torch==3.3.0")
-
-
-@dataclass(frozen=True)
-class TrainSetting:
-    resolution: int
-    batch: int
-    checkpointing: bool = False
-    attention: str = "sdpa"      # sdpa | plain (diffusers' AttnProcessor: softmax(QK^T)V materialised)
-    compile: bool = False
-
-
-FULL_TRAIN = (TrainSetting(512, 8), TrainSetting(512, 16), TrainSetting(512, 24), TrainSetting(512, 32, True),
-              TrainSetting(1024, 2), TrainSetting(1024, 4), TrainSetting(1024, 6), TrainSetting(1024, 8, True),
-              TrainSetting(1024, 16, True), TrainSetting(1024, 4, attention="plain"))
-FULL_COMPILE = TrainSetting(1024, 4, compile=True)   # the largest batch that fits without checkpointing
-# --tiny: the code paths only (the batch sweep is the GPU run's)
-TINY_TRAIN = (TrainSetting(32, 2), TrainSetting(32, 2, True), TrainSetting(32, 2, attention="plain"))
-
-
-class Budget:
-    def __init__(self, seconds: float):
-        self.seconds, self.start = seconds, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def left(self) -> float:
-        return self.seconds - self.elapsed()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def release() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def peak_memory_gib(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def datasheet_peak(device: torch.device) -> tuple[float | None, str]:
-    if device.type != "cuda":
-        return None, "no datasheet peak for a CPU"
-    name = torch.cuda.get_device_name(device)
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key in name:
-            return tflops, f"datasheet, dense bf16, matched '{key}' in '{name}'"
-    return None, f"'{name}' is not in PEAK_BF16_TFLOPS; pass --peak-tflops"
-
-
-def measure_matmul(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
-    """TFLOP/s of an n x n x n product on random data, the mean of `repeats` after 3 warm-ups."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
-    for _ in range(3):
-        a @ b
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
-
-
-# ---- train ----------------------------------------------------------------------------------------------------
-def set_attention(unet, kind: str) -> None:
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-
-    unet.set_attn_processor(AttnProcessor2_0() if kind == "sdpa" else AttnProcessor())
-
-
-def setting_fields(setting: TrainSetting) -> dict:
-    return {"resolution": setting.resolution, "batch": setting.batch, "checkpointing": setting.checkpointing,
-            "attention": setting.attention, "compile": setting.compile}
-
-
-class TrainBench:
-    """The project's `CocoinsStep` on full-size (or tiny) SDXL towers, one setting at a time."""
-
-    def __init__(self, tiny: bool, device: torch.device, dtype: torch.dtype, steps: int, warmup: int):
-        from cocoins.method.losses import LossConfig
-        from cocoins.method.mapper import Mapper, MapperConfig
-        from cocoins.method.triplets import TripletConfig
-        from cocoins.sdxl.encode import PromptEncoder
-        from cocoins.training.step import CocoinsStep, DenoiserSpec
-
-        if tiny:
-            unet, te1, te2, (tok1, tok2), scheduler = fullsize.build_tiny(device)
-            unet, te1, te2 = (m.to(dtype) for m in (unet, te1, te2))
-            mapper_config = MapperConfig(code_dim=256, layers=8, hidden_dim=256, out_dims=(32, 32))
-        else:
-            unet, te1, te2, (tok1, tok2), scheduler = fullsize.build_fullsize(device, dtype)
-            mapper_config = MapperConfig(code_dim=256, layers=8, hidden_dim=1024, out_dims=(768, 1280))
-        spec = DenoiserSpec(scheduler.alphas_cumprod.to(device, torch.float32), scheduler.config.prediction_type)
-        torch.manual_seed(0)
-        self.mapper = Mapper(mapper_config).to(device)   # fp32 and trained, as in the train stage
-        self.unet, self.tiny, self.device, self.steps, self.warmup = unet, tiny, device, steps, warmup
-        self.step_fn = CocoinsStep(unet, PromptEncoder(tok1, tok2, te1, te2), spec, mapper_config.code_dim,
-                                   LossConfig(), TripletConfig())
-        self.autocast = ((lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32
-                         else contextlib.nullcontext)
-        self.counts: dict[tuple[int, bool], tuple[float, float]] = {}   # (latent, checkpointing) -> f(1), f(2)
-
-    def step_tflop(self, latent: int, batch: int) -> float:
-        """TFLOP of one step at `batch`, from eager counts at batches 2 and 4, extrapolated along a line: the step
-        costs a fixed part (prompts encoded once per batch) plus a per-sample part, which varies a little with each
-        sample's caption (tiny towers: the first caption costs 0.8% more than the others), so the line is exact
-        for the benchmark's cycle of captions from batch 2 on (tests/test_gpu_suite.py checks it). Counting small
-        keeps a setting that fits only with checkpointing from running out of memory in an eager count."""
-        key = (latent, self.unet.is_gradient_checkpointing)
-        if key not in self.counts:
-            self.counts[key] = tuple(fullsize.count_flops(self.step_fn, self.mapper,
-                                                          fullsize.make_batch(b, latent, self.device),
-                                                          self.autocast) / 1e12 for b in (2, 4))
-        two, four = self.counts[key]
-        return two + (batch - 2) * (four - two) / 2
-
-    def measure(self, setting: TrainSetting) -> dict:
-        """FLOPs of one step (counted eagerly, once per resolution and batch), then the timed steps."""
-        row = setting_fields(setting)
-        latent = 16 if self.tiny else setting.resolution // 8   # the tiny VAE downsamples by 2
-        batch = fullsize.make_batch(setting.batch, latent, self.device)
-        set_attention(self.unet, setting.attention)
-        row["model_tflop_per_step"] = self.step_tflop(latent, setting.batch)
-        optimizer = torch.optim.AdamW(self.mapper.parameters(), lr=1e-4, weight_decay=0.2)
-        try:
-            if setting.checkpointing:
-                self.unet.enable_gradient_checkpointing()
-                row["hardware_tflop_per_step"] = self.step_tflop(latent, setting.batch)
-            if setting.compile:
-                self.step_fn.unet = torch.compile(self.unet)
-                start = time.perf_counter()
-                fullsize.run_step(self.step_fn, self.mapper, optimizer, batch, 0, self.autocast)
-                sync(self.device)
-                row["compile_s"] = round(time.perf_counter() - start, 1)
-            step_s = fullsize.time_steps(self.step_fn, self.mapper, optimizer, batch,
-                                         SimpleNamespace(warmup=self.warmup, steps=self.steps), self.autocast,
-                                         self.device.type == "cuda")
-        finally:
-            self.step_fn.unet = self.unet
-            self.unet.disable_gradient_checkpointing()
-            self.mapper.zero_grad(set_to_none=True)
-        row.update(step_s=step_s, samples_per_s=setting.batch / step_s,
-                   achieved_tflops=row["model_tflop_per_step"] / step_s, peak_memory_gib=peak_memory_gib(self.device))
-        return row
-
-
-def bench_train(bench: TrainBench, settings, budget: Budget, keep_s: float, peaks: dict) -> list[dict]:
-    """Each setting unless fewer than keep_s seconds of the budget are left; out of memory is a result too."""
-    rows = []
-    for setting in settings:
-        if budget.left() < keep_s:
-            row = {**setting_fields(setting), "skipped": f"time budget: {budget.left():.0f} s left"}
-        else:
-            try:
-                row = bench.measure(setting)
-            except torch.OutOfMemoryError:
-                row = {**setting_fields(setting), "out_of_memory": True}
-            release()
-            reset_peak(bench.device)
-        add_mfu(row, peaks)
-        print("train", json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
-
-
-def add_mfu(row: dict, peaks: dict) -> None:
-    if "achieved_tflops" not in row:
-        return
-    for key, peak in (("mfu", peaks["datasheet_bf16_dense_tflops"]),
-                      ("mfu_vs_measured_matmul", peaks["measured_matmul_tflops"])):
-        row[key] = row["achieved_tflops"] / peak if peak else None
-    if "hardware_tflop_per_step" in row and peaks["datasheet_bf16_dense_tflops"]:
-        row["hfu"] = row["hardware_tflop_per_step"] / row["step_s"] / peaks["datasheet_bf16_dense_tflops"]
-
-
-KERNEL_GROUPS = (("attention", ("flash", "fmha", "attention", "sdpa")),   # first: cutlass attention kernels
-                 ("convolution", ("conv", "implicit", "fprop", "dgrad", "wgrad", "winograd", "cudnn")),
-                 ("normalisation", ("norm", "welford")),
-                 ("matmul", ("gemm", "matmul", "cutlass", "cublas", "xmma", "nvjet", "addmm", "aten::mm", "bmm")))
-
-
-def kernel_group(name: str) -> str:
-    lowered = name.lower()
-    for group, keys in KERNEL_GROUPS:
-        if any(k in lowered for k in keys):
-            return group
-    return "other (elementwise, copies, reductions)"
-
-
-def bench_profile(bench: TrainBench, setting: TrainSetting, steps: int = 2) -> dict:
-    """Where a step's time goes (torch.profiler over `steps` steps after two warm-ups): the device's busy time
-    against the wall clock (a gap is launch overhead or host work), its share by kernel kind, the top kernels."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = bench.device.type == "cuda"
-    latent = 16 if bench.tiny else setting.resolution // 8
-    batch = fullsize.make_batch(setting.batch, latent, bench.device)
-    set_attention(bench.unet, setting.attention)
-    optimizer = torch.optim.AdamW(bench.mapper.parameters(), lr=1e-4, weight_decay=0.2)
-    for k in range(2):
-        fullsize.run_step(bench.step_fn, bench.mapper, optimizer, batch, k, bench.autocast)
-    sync(bench.device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    start = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for k in range(steps):
-            fullsize.run_step(bench.step_fn, bench.mapper, optimizer, batch, k, bench.autocast)
-        sync(bench.device)
-    wall_ms = (time.perf_counter() - start) * 1e3 / steps
-    # Count each microsecond once: on the GPU the kernels alone (an op's self device time repeats its kernels',
-    # and record_function ranges carry device time too); on the CPU the ops, without the ranges.
-    if cuda:
-        events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    else:
-        events = [e for e in prof.key_averages() if not (getattr(e, "is_user_annotation", False)
-                                                          or e.key.startswith(("cocoins/", "ProfilerStep")))]
-    self_us = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
-    busy_us = sum(self_us(e) for e in events)
-    groups: dict[str, float] = {}
-    for e in events:
-        group = kernel_group(e.key)
-        groups[group] = groups.get(group, 0.0) + self_us(e)
-    top = sorted(events, key=self_us, reverse=True)[:12]
-    return {"setting": setting_fields(setting), "clock": "device kernels" if cuda else "host ops (CPU run)",
-            "wall_ms_per_step": wall_ms, "busy_ms_per_step": busy_us / 1e3 / steps,
-            "busy_share_of_wall": busy_us / 1e3 / steps / wall_ms,
-            "share_by_kind": {g: t / busy_us for g, t in sorted(groups.items(), key=lambda kv: -kv[1])} if busy_us else {},
-            "top": [{"name": e.key[:90], "calls_per_step": e.count / steps, "ms_per_step": self_us(e) / 1e3 / steps}
-                    for e in top]}
-
-
-# ---- generate -------------------------------------------------------------------------------------------------
-def generation_pipeline(tiny: bool, device: torch.device, dtype: torch.dtype):
-    import importlib.util
-
-    # By path: `evaluate` is also the name of a Hugging Face package that a machine may have installed.
-    spec = importlib.util.spec_from_file_location("bench_evaluate", BENCH / "evaluate.py")
-    eval_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_bench)
-    if tiny:
-        pipe, encoder, mapper = eval_bench.tiny_setup(torch.get_num_threads())
-        return pipe.to(device, dtype), encoder, mapper.to(device)
-    return eval_bench.gpu_setup()
-
-
-def pipeline_flops(pipe, prompts: list[str], steps: int, guidance: float, resolution: int) -> float:
-    """FLOPs of one stock call (text encoders, `steps` CFG denoising steps, VAE decode), from two counted calls
-    (1 and 2 steps): the first plus (steps - 1) times the difference."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counts = []
-    for n in (1, 2):
-        with FlopCounterMode(display=False) as counter:
-            pipe(prompt=prompts, num_inference_steps=n, guidance_scale=guidance, height=resolution,
-                 width=resolution, generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))])
-        counts.append(counter.get_total_flops())
-    return counts[0] + (steps - 1) * (counts[1] - counts[0])
-
-
-def bench_generate(args, device: torch.device, dtype: torch.dtype, peaks: dict) -> dict:
-    """Images/s through the project's evaluation path and through the stock call, same pipeline, batch, seeds."""
-    from cocoins.eval.prompt_sets import builtin_scene_prompts, identity_table
-    from cocoins.eval.protocol import make_jobs, render
-
-    steps, resolution, batch, images = ((2, 32, 2, 4) if args.tiny else
-                                        (args.gen_steps, args.gen_resolution, args.gen_batch, args.gen_images))
-    guidance = 5.0
-    pipe, encoder, mapper = generation_pipeline(args.tiny, device, dtype)
-    pipe.set_progress_bar_config(disable=True)
-    subjects = ("man", "woman", "boy", "girl", "person")
-    jobs = make_jobs(identity_table(subjects, 8, 0), builtin_scene_prompts(subjects, 12), 1, 0).iloc[:images]
-    plain = [p.replace("<subj1>", "").replace("</subj1>", "") for p in jobs["tagged"]]
-
-    def project():
-        render(pipe, encoder, mapper, jobs, steps, guidance, resolution, batch, "project")
-
-    def stock():
-        for start in range(0, images, batch):
-            seeds = jobs["noise_seed"].iloc[start:start + batch].tolist()
-            pipe(prompt=plain[start:start + batch], num_inference_steps=steps, guidance_scale=guidance,
-                 height=resolution, width=resolution, generator=[torch.Generator().manual_seed(s) for s in seeds])
-
-    result = {"model": "tiny SDXL config" if args.tiny else "SDXL base (published configs, random weights) + "
-              "SDXL VAE, bf16", "steps": steps, "resolution": resolution, "guidance": guidance, "batch": batch,
-              "images": images, "paths": {}}
-    with torch.no_grad():
-        result["tflop_per_image"] = pipeline_flops(pipe, plain[:1], steps, guidance, resolution) / 1e12
-        # A warm-up round, then `rounds` timed rounds alternating the two paths (clocks drift between rounds: on the
-        # H200 one run gave project / stock 0.99 and the next 0.91 from one round each); the median round counts.
-        rounds = 1 if args.tiny else 3
-        times: dict[str, list[float]] = {"project": [], "stock": []}
-        for k in range(rounds + 1):
-            for name, fn in (("project", project), ("stock", stock)):
-                reset_peak(device)
-                sync(device)
-                start = time.perf_counter()
-                fn()
-                sync(device)
-                if k:
-                    times[name].append(time.perf_counter() - start)
-                result["paths"][name] = {"peak_memory_gib": peak_memory_gib(device)}
-        for name, seconds in times.items():
-            median = sorted(seconds)[len(seconds) // 2]
-            result["paths"][name].update(seconds=median, rounds_s=seconds, images_per_s=images / median)
-    for path in result["paths"].values():
-        path["achieved_tflops"] = path["images_per_s"] * result["tflop_per_image"]
-        path["mfu"] = (path["achieved_tflops"] / peaks["datasheet_bf16_dense_tflops"]
-                       if peaks["datasheet_bf16_dense_tflops"] else None)
-    result["project_over_stock"] = (result["paths"]["project"]["images_per_s"]
-                                    / result["paths"]["stock"]["images_per_s"])
-    print("generate", json.dumps(result), flush=True)
-    del pipe, encoder, mapper
-    release()
-    return result
 
 
 # ---- data prep --------------------------------------------------------------------------------------------------

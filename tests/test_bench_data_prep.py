@@ -46,3 +46,24 @@ def test_real_size_models_match_the_published_parameter_counts(bench):
     assert round(count(bench.build_grounding(True, False, meta, torch.float16)[1]) / 1e6) == 172
     assert round(count(bench.build_grounding(True, True, meta, torch.float16)[1]) / 1e6) == 232
     assert round(count(bench.build_vae(True, meta, torch.float16)) / 1e6, 2) == 83.65
+
+
+def test_real_size_llava_processor_writes_one_image_token_per_model_feature(bench):
+    """A hand-built LLaVA-Next processor must count the CLIP tower's CLS token (num_additional_image_tokens=1),
+    which "default" selection drops; without it the processor writes one token fewer than the model's features
+    per image and generation stops with "Image features and image tokens do not match". The model's side is
+    its own packing of meta-device features of the tower's shape, so nothing is computed."""
+    from PIL import Image
+
+    processor, model = bench.build_llava(True, torch.device("meta"), torch.float16, text_layers=1)
+    inner = model.model
+    vision = model.config.vision_config
+    per_tile = (vision.image_size // vision.patch_size) ** 2            # 576: 336 px, patch 14, CLS dropped
+    for size in ((500, 300), (336, 336), (300, 700)):
+        enc = processor(images=[Image.new("RGB", size)], text=["<image> describe"], return_tensors="pt")
+        tokens = int((enc["input_ids"] == model.config.image_token_index).sum())
+        tiles = enc["pixel_values"].shape[1]
+        features = torch.empty(tiles, per_tile, model.config.text_config.hidden_size, device="meta")
+        packed, _ = inner.pack_image_features([features], enc["image_sizes"], vision_feature_select_strategy="default",
+                                              image_newline=inner.image_newline)
+        assert tokens == packed[0].shape[0], size
