@@ -189,3 +189,12 @@ def test_help_lists_every_command_once_under_what_a_user_came_to_do(capsys):
 def test_each_command_help_ends_with_a_one_line_example(capsys, argv):
     lines = _help(capsys, *argv).rstrip().splitlines()
     assert lines[-2] == "example:" and lines[-1].startswith(f"  cocoins {' '.join(argv)}"), lines[-3:]
+
+
+def test_generate_reads_named_characters_from_the_default_library(dirs, tmp_path, monkeypatch):
+    """The README's first render: `character new alice`, then a prompt naming alice with no --library."""
+    monkeypatch.setenv("COCOINS_LIBRARY", str(tmp_path / "lib"))
+    assert main(["character", "new", "alice", "--seed", "7", "--mapper", str(dirs / "mapper")]) == 0
+    named = run(dirs, tmp_path / "named.png", "generate", "--prompt", "a photo of a <alice>man</alice> smiling",
+                "--mapper", str(dirs / "mapper"), "--seed", "1")
+    assert np.array_equal(named, gen(dirs, tmp_path / "seeded.png", ONE, "--code-seed", "7"))

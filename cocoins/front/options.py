@@ -8,6 +8,7 @@ import argparse
 
 import torch
 
+from cocoins.characters.library import CharacterLibrary
 from cocoins.runtime import UserError
 
 
@@ -53,9 +54,11 @@ def open_pipeline(args: argparse.Namespace):
     for library in (diffusers_logging, transformers_logging):   # errors come as one line of ours instead
         library.set_verbosity_error()
         library.disable_progress_bar()
+    # A command with --library reads named prompts from it, or from the default library when it is not given.
+    library = CharacterLibrary(args.library) if hasattr(args, "library") else None
     pipe = CoCoInsPipeline.from_pretrained(args.model, mapper=args.mapper, vae=getattr(args, "vae", None),
                                            torch_dtype=torch.float16 if device.type == "cuda" else torch.float32,
-                                           library=getattr(args, "library", None))
+                                           library=library)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
