@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from cocoins.backends.captioners import make_captioner
+from cocoins.backends.preflight_data import caption_problems
+from cocoins.checks import require
 from cocoins.config import load_params
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import read_parquet, write_parquet
@@ -30,6 +32,7 @@ def caption_rows(captioner, images: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     p = load_params().caption
+    require("caption", caption_problems(p))   # models, packages, the ollama server: seconds now rather than at the first row
     dist = Dist(p.device)
     images = read_parquet("data/images.parquet", "ingest")
     upstream = int((~images["kept"]).sum())

@@ -19,6 +19,8 @@ from PIL import Image
 
 from cocoins.backends.faces import decide_counts, make_face_counter
 from cocoins.backends.masks import make_masker
+from cocoins.backends.preflight_data import mask_problems
+from cocoins.checks import require
 from cocoins.config import load_params
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import atomic_dir, atomic_path, read_parquet, write_parquet
@@ -72,9 +74,10 @@ def main() -> None:
     images["has_subject"] = images["tagged1"].notna()
     images[["tagged1", "tagged2"]] = images[["tagged1", "tagged2"]].fillna("")
     images[KEY] = row_keys(images, INPUT)
+    all_annotated = bool(len(images)) and bool((images["faces_annotated"] >= 0).all())
+    require("mask", mask_problems(p, all_annotated))
     work = WorkDir.open(WORK, result_config(p), dist)
     (WORK / "masks").mkdir(parents=True, exist_ok=True)
-    all_annotated = bool(len(images)) and bool((images["faces_annotated"] >= 0).all())
     masker, counter, counter_name, detector = make_models(p, dist, all_annotated)
 
     run = run_chunked(images, lambda c: mask_chunk(c, masker, counter, WORK / "masks"), work, p.chunk_size,

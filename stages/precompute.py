@@ -2,8 +2,10 @@
 
 Restartable and shardable like the other model stages: each chunk of `shard_size` rows becomes one shard in
 data/work/precompute/ as soon as it is encoded; the final data/latents/ (hard links to those shards, renumbered
-in order) and data/train.parquet are written once at the end. `precompute.vae` swaps in another VAE (the
-fp16-safe SDXL VAE for fp16); device / dtype params as the other stages.
+in order) and data/train.parquet are written once at the end. Only the VAE is loaded (the base model's
+`vae/`, or `precompute.vae`: the fp16-safe SDXL VAE for fp16; the stock one is encoded in fp32 under fp16);
+every batch of latents is checked for NaN / inf. Rows whose `<subj>` tag falls past the base model's text
+window are skipped here with the reason (cocoins/data/window.py), not found by training hours in.
 """
 
 import hashlib
@@ -18,14 +20,18 @@ import torch
 from safetensors.torch import save_file
 
 from cocoins.backends.chat import torch_dtype
+from cocoins.backends.preflight_data import precompute_problems
+from cocoins.checks import require
 from cocoins.config import load_params
 from cocoins.data.shards import SHARD_PATTERN, encode_shard, load_vae
 from cocoins.data.tags import parse_tagged
+from cocoins.data.window import load_tokenizers, window_reasons
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import atomic_dir, atomic_path, read_parquet, write_parquet
 from cocoins.runtime import print_summary, run_stage, seed_everything
-from cocoins.sdxl.load import load_pipeline
+from cocoins.sdxl.load import resolve_model
 
+BASE = Path("models/base")
 LATENT_DIR, INDEX, WORK = Path("data/latents"), Path("data/train.parquet"), Path("data/work/precompute")
 INPUT = ["image_id", "path", "identity", "tagged1", "tagged2", "mask_path"]
 INDEX_COLUMNS = ["image_id", "shard", "row", "tagged1", "tagged2", "spans1", "spans2", "identity",
@@ -37,7 +43,7 @@ def spans_json(tagged: str) -> str:
     return json.dumps([[s.index, s.start, s.end] for s in parse_tagged(tagged).spans])
 
 
-def base_vae_fingerprint(base: Path = Path("models/base")) -> str:
+def base_vae_fingerprint(base: Path = BASE) -> str:
     """Which VAE models/base holds: its reference.json, or the tiny VAE's files (a new base redoes the work)."""
     files = [base / "reference.json"] if (base / "reference.json").is_file() else sorted((base / "vae").glob("*"))
     digest = hashlib.sha256()
@@ -56,8 +62,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
 def main() -> None:
     params = load_params()
     p = params.precompute
+    require("precompute", precompute_problems(p, BASE.as_posix()))
     dist = Dist(p.device)
     seed_everything(0)
+    base = resolve_model(BASE)
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
     subjects = read_parquet("data/subjects.parquet", "mask")
@@ -66,6 +74,10 @@ def main() -> None:
             .merge(subjects[subjects.kept][["image_id", "mask_path"]], on="image_id")
             .sort_values("image_id").reset_index(drop=True))
     skipped = Counter({"dropped by an earlier stage": len(images) - len(rows)})
+    window = pd.Series(window_reasons(rows["tagged1"].tolist(), rows["tagged2"].tolist(), load_tokenizers(base)),
+                       dtype=str)
+    skipped.update(window[window != ""].tolist())
+    rows = rows[(window == "").to_numpy()].reset_index(drop=True)
     rows[KEY] = row_keys(rows, INPUT)
     work = WorkDir.open(WORK, result_config(p) | {"base_vae": base_vae_fingerprint()}, dist)
     device = stage_device(p.device, dist)
@@ -75,8 +87,7 @@ def main() -> None:
     def process(chunk: pd.DataFrame) -> pd.DataFrame:
         nonlocal vae
         if vae is None:
-            vae = load_vae(p.vae, device, dtype) if p.vae else load_pipeline("models/base", device=device,
-                                                                               dtype=dtype).vae
+            vae = load_vae(p.vae, device, dtype) if p.vae else load_vae(base, device, dtype, subfolder="vae")
         tensors, records = encode_shard(vae, chunk, p.resolution, p.batch_size)
         name = f"work-{hashlib.sha256(''.join(chunk[KEY]).encode()).hexdigest()[:16]}.safetensors"
         if tensors:
@@ -110,7 +121,8 @@ def main() -> None:
                                          "original_width": "int64", "crop_top": "int64", "crop_left": "int64"})
     write_parquet(index, INDEX)
     print_summary("precompute", len(index), skipped,
-                  {"shards": len(names), "vae": p.vae or "models/base", "dtype": str(dtype).replace("torch.", ""),
+                  {"shards": len(names), "vae": p.vae or f"{base} (vae/)",
+                   "dtype": str(next(vae.parameters()).dtype if vae else dtype).replace("torch.", ""),
                    "processed now / reused from data/work/precompute": f"{run.processed} / {run.reused}"})
 
 

@@ -11,6 +11,8 @@ import pandas as pd
 
 from cocoins.backends.tagger_factory import make_tagger
 from cocoins.backends.taggers import validate_pair
+from cocoins.backends.preflight_data import tag_problems
+from cocoins.checks import require
 from cocoins.config import load_params
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import read_parquet, write_parquet
@@ -36,12 +38,14 @@ def tag_rows(tagger, captions: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 
 def main() -> None:
     p = load_params().tag
+    require("tag", tag_problems(p))   # models, packages, the ollama server: seconds now rather than at the first row
     dist = Dist(p.device)
     captions = read_parquet("data/captions.parquet", "caption")
     upstream = int((~captions["kept"]).sum())
     captions = captions[captions["kept"]].reset_index(drop=True)
     captions[KEY] = row_keys(captions, ["image_id", "caption1", "caption2"])
-    work = WorkDir.open(WORK, result_config(p), dist)
+    # tag.retries is no transport setting here: it is how many answers a pair may give before the fallback.
+    work = WorkDir.open(WORK, result_config(p) | {"retries": p.retries}, dist)
     tagger = None
 
     def process(chunk: pd.DataFrame) -> pd.DataFrame:

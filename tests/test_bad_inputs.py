@@ -105,7 +105,10 @@ def fates_of(images, captions, tagged, subjects, index) -> dict[str, str]:
 
 
 def test_bad_input_corpus_through_every_stage(tiny_world, httpserver, tmp_path, monkeypatch, capsys):
+    from test_llm_taggers import show_reply
+
     httpserver.expect_request("/api/chat", method="POST").respond_with_handler(vision_model)
+    httpserver.expect_request("/api/show", method="POST").respond_with_json(show_reply(["completion", "vision"]))
     expected = build_corpus(tiny_world, tmp_path / "corpus")
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, data={"source": "celeba", "root": "corpus"},

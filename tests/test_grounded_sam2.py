@@ -10,7 +10,7 @@ from PIL import Image
 
 from cocoins.backends.detections import Detections
 from cocoins.backends.grounded_sam2 import (GroundedSam2Masker, GroundingDino, GroundingFaceCounter, Sam2Boxes,
-                                            detection_prompt, matching, subject_phrases)
+                                            detection_prompt, distinct_faces, matching, subject_phrases)
 from cocoins.backends.tiny import SAM2_CONFIG, SAM2_TINY_OVERRIDES, build_tiny_grounding_dino
 
 from test_data_stages import run, write_params
@@ -95,8 +95,36 @@ def test_real_tiny_models_wiring_and_thresholds(tiny_dino, tiny_sam, tmp_path):
     strict = GroundedSam2Masker(detector, tiny_sam, box_threshold=1.0, text_threshold=0.0)
     assert [r for _, r in strict.mask_rows(rows.iloc[:2])] == ["no subject box (Grounding DINO)"] * 2
     faces = GroundingFaceCounter(detector, threshold=0.0, text_threshold=0.0, batch_size=2)
-    assert faces.count(rows.iloc[:3]) == [30, 30, -1]
+    counts = faces.count(rows.iloc[:3])
+    # threshold 0: all 30 queries are "face" boxes, counted after NMS.
+    face_dets = detector.detect([Image.open(p).convert("RGB") for p in paths], ["face."] * 2, 0.0, 0.0)
+    assert counts[2] == -1 and counts[:2] == [distinct_faces(matching(d, ["face"])) for d in face_dets]
+    assert all(1 <= n <= 30 for n in counts[:2])
     assert GroundingFaceCounter(detector, threshold=1.0).count(rows.iloc[:1]) == [0]
+
+
+class FixedDetections:
+    """A detector that returns the given detections for every image."""
+    def __init__(self, det):
+        self.det = det
+
+    def detect(self, images, prompts, box_threshold, text_threshold):
+        return [self.det] * len(images)
+
+
+def test_overlapping_face_boxes_count_one_face():
+    """Grounding DINO's duplicate queries on one face (the face, the face with hair) count once (NMS, IoU 0.5)."""
+    face, face_and_hair = [100, 100, 200, 220], [95, 80, 205, 225]         # IoU 0.75
+    neighbour = [260, 100, 360, 220]                                       # side by side: IoU 0
+    counter = GroundingFaceCounter(FixedDetections(Detections(
+        np.array([face, face_and_hair], np.float32), np.array([0.9, 0.6]), ["face", "face"])))
+    assert counter.count_images([Image.new("RGB", (400, 300))]) == [1]
+    two = Detections(np.array([face, face_and_hair, neighbour], np.float32), np.array([0.9, 0.6, 0.8]), ["face"] * 3)
+    assert GroundingFaceCounter(FixedDetections(two)).count_images([Image.new("RGB", (400, 300))]) == [2]
+    assert distinct_faces(Detections(np.zeros((0, 4), np.float32), np.zeros(0), [])) == 0
+    # Just above and below the threshold: boxes sharing half their area are two faces, more than half one.
+    half = Detections(np.array([[0, 0, 10, 10], [0, 0, 10, 5]], np.float32), np.array([0.9, 0.8]), ["face"] * 2)
+    assert distinct_faces(half) == 2 and distinct_faces(half, iou=0.49) == 1
 
 
 def fake_detect(self, images, prompts, box_threshold, text_threshold):
@@ -106,8 +134,8 @@ def fake_detect(self, images, prompts, box_threshold, text_threshold):
         w, h = im.size
         if prompt == "face.":
             n = 2 if im.getpixel((2, 2)) == (1, 2, 3) else 1   # two-person images are marked below
-            out.append(Detections(np.tile([[w * .3, h * .2, w * .7, h * .6]], (n, 1)).astype(np.float32),
-                                  np.full(n, 0.9), ["face"] * n))
+            boxes = [[w * .05, h * .2, w * .45, h * .6], [w * .55, h * .2, w * .95, h * .6]][:n]   # side by side
+            out.append(Detections(np.array(boxes, np.float32), np.full(n, 0.9), ["face"] * n))
         else:
             out.append(Detections(np.array([[w * .2, h * .1, w * .8, h * .95]], np.float32), np.array([0.8]),
                                   [prompt.split(".")[0]]))

@@ -2,15 +2,18 @@
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from werkzeug import Response
 
+from cocoins.backends.chat import OllamaUnavailable
 from cocoins.backends.llm_taggers import (APPENDIX_D, SCHEMA, AnswerError, check_answer, ollama_tagger,
                                           parse_answer, tag_messages, transformers_tagger)
 from cocoins.backends.taggers import validate_pair
+from cocoins.runtime import UserError
 
 DATA = Path(__file__).parent / "data" / "ollama"
 C1 = "A photo of a young man with glasses and a smile."
@@ -71,7 +74,6 @@ def test_instruction_is_appendix_d_and_request_is_structured(httpserver):
 @pytest.mark.parametrize("reply, status, error", [
     ("tag_malformed.json", 200, "answer is not JSON"),
     ("tag_changed.json", 200, "tagging changed the caption text"),
-    ("error_500.json", 500, "ollama error 500: llama runner process has terminated"),
 ])
 def test_bad_answers_are_retried_then_fall_back_or_fail(httpserver, reply, status, error):
     requests = serve(httpserver, (reply, status))
@@ -86,6 +88,14 @@ def test_bad_answers_are_retried_then_fall_back_or_fail(httpserver, reply, statu
     assert failed.llm_error.startswith("ollama tagging failed after 3 attempt(s): ") and error in failed.llm_error
 
 
+def test_a_refused_request_is_that_rows_failure(httpserver):
+    """A 4xx is the server's answer about this request: recorded per row (fallback), not retried, no stop."""
+    requests = serve(httpserver, ("error_400.json", 400))
+    result = tagger(httpserver).tag(C1, C2)
+    assert len(requests) == 1 and (result.backend, result.attempts) == ("rules", 1)
+    assert result.llm_error.startswith("ollama tagging failed after 1 attempt(s): ollama error 400: invalid format")
+
+
 def test_retry_sends_the_bad_answer_back_with_the_reason(httpserver):
     requests = serve(httpserver, ("tag_changed.json", 200), ("tag_good.json", 200))
     result = tagger(httpserver).tag(C1, C2)
@@ -95,11 +105,34 @@ def test_retry_sends_the_bad_answer_back_with_the_reason(httpserver):
     assert "tagging changed the caption text" in retry[2]["content"]
 
 
-def test_refused_connection_falls_back_without_crashing():
-    t = ollama_tagger(f"http://127.0.0.1:{closed_port()}", "llama3.1:8b", retries=2, fallback="rules",
-                      timeout=5, retry_wait=0)
-    result = t.tag(C1, C2)
-    assert result.backend == "rules" and result.attempts == 2 and "unreachable" in result.llm_error
+def test_refused_connection_is_retried_with_a_wait_then_stops_with_the_fix():
+    """A dead host is no bad answer: never the rule tagger, but one line naming the host and the fix."""
+    host = f"http://127.0.0.1:{closed_port()}"
+    t = ollama_tagger(host, "llama3.1:8b", retries=3, fallback="rules", timeout=5, retry_wait=0.05)
+    slept = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("cocoins.backends.chat.time.sleep", slept.append)
+        with pytest.raises(OllamaUnavailable) as err:
+            t.tag(C1, C2)
+    assert slept == [0.05, 0.1]                      # retry_wait x attempt, between the three attempts
+    message = str(err.value)
+    assert message.startswith(f"tag: ollama at {host} failed after 3 attempt(s) (ollama unreachable")
+    assert "`ollama serve`" in message and "`ollama pull llama3.1:8b`" in message and "\n" not in message
+    with pytest.raises(OllamaUnavailable):           # later calls stop at once, without new attempts
+        t.tag(C1, C2)
+
+
+def test_a_server_error_is_retried_and_the_answer_used(httpserver):
+    requests = serve(httpserver, ("error_500.json", 500), ("tag_good.json", 200))
+    result = tagger(httpserver).tag(C1, C2)
+    assert len(requests) == 2 and (result.backend, result.llm_error) == ("ollama", "")
+    assert result.tagged1 == "A photo of a young <subj1>man</subj1> with glasses and a smile."
+
+
+def test_a_model_that_is_not_pulled_stops_at_once(httpserver):
+    httpserver.expect_request("/api/chat").respond_with_json({"error": "model 'llama3.1:8b' not found"}, status=404)
+    with pytest.raises(OllamaUnavailable, match=r"after 1 attempt\(s\).*`ollama pull llama3.1:8b`"):
+        tagger(httpserver).tag(C1, C2)
 
 
 def test_no_subject_answer_is_final_not_retried(httpserver):
@@ -123,7 +156,7 @@ def test_parse_answer():
 SCENARIOS = {  # caption1 -> (recorded reply, HTTP status)
     C1: ("tag_good.json", 200), NO_PERSON[0]: ("tag_no_subject.json", 200),
     "A man in a red coat reads a book.": ("tag_malformed.json", 200),
-    "A woman waves from a boat.": ("tag_changed.json", 200), "A boy rides a bike.": ("error_500.json", 500),
+    "A woman waves from a boat.": ("tag_changed.json", 200), "A boy rides a bike.": ("tag_good.json", 200),
 }
 
 
@@ -140,7 +173,7 @@ def stage_setup(tmp_path, monkeypatch, tag_params):
     Path("params.yaml").write_text(yaml.safe_dump(params))
     Path("data").mkdir(exist_ok=True)
     first = list(SCENARIOS)
-    pd.DataFrame({"image_id": ["good", "none", "malformed", "changed", "error"], "caption1": first,
+    pd.DataFrame({"image_id": ["good", "none", "malformed", "changed", "wrong"], "caption1": first,
                   "caption2": [C2, NO_PERSON[1], "The man turns a page.", "A woman on a boat.", "A boy on a bike."],
                   "backend": "x", "model": "x", "kept": True, "reason": ""}).to_parquet("data/captions.parquet")
 
@@ -153,15 +186,16 @@ def test_tag_stage_over_http_ends_every_row(httpserver, tmp_path, monkeypatch, c
         return recorded(*SCENARIOS[json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])["caption1"]])
 
     httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    serve_show(httpserver)
     host = httpserver.url_for("/").rstrip("/")
     stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "fallback": "rules"})
     run("tag")
     t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
-    assert list(t.index) == ["good", "none", "malformed", "changed", "error"]
+    assert list(t.index) == ["good", "none", "malformed", "changed", "wrong"]
     assert t.loc["good", ["backend", "attempts", "kept", "llm_error"]].tolist() == ["ollama", 1, True, ""]
     assert t.loc["none", ["backend", "kept", "reason"]].tolist() == ["ollama", False, "no tagged subject"]
     for name, error in (("malformed", "answer is not JSON"), ("changed", "tagging changed the caption text"),
-                        ("error", "ollama error 500")):
+                        ("wrong", "tagging changed the caption text")):   # another pair's answer
         assert t.loc[name, ["backend", "attempts", "kept"]].tolist() == ["rules", 2, True], name
         assert error in t.loc[name, "llm_error"] and "<subj1>" in t.loc[name, "tagged1"]
     out = capsys.readouterr().out
@@ -172,18 +206,140 @@ def test_tag_stage_over_http_ends_every_row(httpserver, tmp_path, monkeypatch, c
     run("tag")
     t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
     assert t["kept"].tolist() == [True, False, False, False, False]
-    assert t.loc["error", "reason"].startswith("ollama tagging failed after 2 attempt(s): ollama error 500")
+    assert t.loc["wrong", "reason"].startswith("ollama tagging failed after 2 attempt(s): tagging changed")
     assert "processed now / reused from data/work/tag: 5 / 0" in capsys.readouterr().out
 
 
-def test_tag_stage_with_no_server_falls_back(tmp_path, monkeypatch, capsys):
+def show_reply(capabilities: list[str]) -> dict:
+    """The body of ollama's POST /api/show (abridged: the fields the client reads), written by hand."""
+    return {"modelfile": "FROM llama3.1:8b", "parameters": "", "template": "{{ .Prompt }}",
+            "details": {"format": "gguf", "family": "llama", "parameter_size": "8.0B", "quantization_level": "Q4_K_M"},
+            "model_info": {"general.architecture": "llama"}, "capabilities": capabilities}
+
+
+def serve_show(server, models=("llama3.1:8b",)):
+    """POST /api/show as ollama answers it: the model's details for a pulled model, 404 for another."""
+    def handler(request):
+        if request.json["model"] in models:
+            return Response(json.dumps(show_reply(["completion"])), content_type="application/json")
+        return Response(json.dumps({"error": f"model '{request.json['model']}' not found"}), status=404,
+                        content_type="application/json")
+
+    server.expect_request("/api/show", method="POST").respond_with_handler(handler)
+
+
+def test_tag_stage_with_no_server_fails_fast_and_caches_nothing(tmp_path, monkeypatch):
     from test_data_stages import run
 
-    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": f"http://127.0.0.1:{closed_port()}"})
+    host = f"http://127.0.0.1:{closed_port()}"
+    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "retry_wait": 1.0})
+    start = time.monotonic()
+    with pytest.raises(UserError) as err:
+        run("tag")
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert f"tag.host: no ollama server at {host}" in message and "`ollama serve`" in message
+    assert "`ollama pull llama3.1:8b`" in message and message.count("\n") == 1   # "not ready, 1 problem(s):" + the line
+    assert not Path("data/tagged.parquet").exists() and not list(Path("data/work/tag").glob("chunk-*"))
+
+
+def test_a_server_failing_mid_run_stops_the_stage_and_a_rerun_retries(httpserver, tmp_path, monkeypatch, capsys):
+    """Rows tagged before the server died stay cached; rows it failed are not cached (nor rule-tagged)."""
+    from test_data_stages import run
+
+    answered, alive = [0], [True]
+
+    def handler(request):
+        if answered[0] == 2 and alive[0]:
+            alive[0] = False     # the runner dies after the first chunk's two answers
+        if not alive[0]:
+            return recorded("error_500.json", 500)
+        answered[0] += 1
+        captions = json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])
+        tagged = {k: v.replace("man", "<subj1>man</subj1>") for k, v in captions.items()}
+        body = {"model": "m", "created_at": "2026-11-02T10:15:07Z", "done": True,
+                "message": {"role": "assistant", "content": json.dumps(tagged)}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    serve_show(httpserver)
+    host = httpserver.url_for("/").rstrip("/")
+    stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "batch_size": 1})
+    with pytest.raises(OllamaUnavailable, match=r"tag: ollama at .* failed after 2 attempt\(s\) \(ollama error 500"):
+        run("tag")
+    chunks = list(Path("data/work/tag").glob("chunk-*.parquet"))
+    assert len(chunks) == 1 and len(pd.read_parquet(chunks[0])) == 2   # chunk_size 2: the first chunk only
+    assert not Path("data/tagged.parquet").exists()
+    alive[0], answered[0] = True, 3     # the server is back
+    capsys.readouterr()
     run("tag")
-    t = pd.read_parquet("data/tagged.parquet").set_index("image_id")
-    assert (t["backend"] == "rules").all() and t["llm_error"].str.contains("unreachable").all()
-    assert t["kept"].tolist() == [True, False, True, True, True]
+    t = pd.read_parquet("data/tagged.parquet")
+    assert (t["backend"] == "ollama").all() and (t["llm_error"] == "").all()   # no row was rule-tagged
+    assert "processed now / reused from data/work/tag: 3 / 2" in capsys.readouterr().out
+
+
+def test_a_hung_server_costs_one_pair_of_timeouts(tmp_path, monkeypatch):
+    """A server that takes requests and never answers: the stage stops after the first pair's retries."""
+    import threading
+
+    from pytest_httpserver import HTTPServer
+
+    from test_data_stages import run
+
+    chats, release = [], threading.Event()
+
+    def hang(request):
+        chats.append(1)
+        release.wait(10)
+        return recorded("tag_good.json")
+
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.expect_request("/api/chat").respond_with_handler(hang)
+    serve_show(server)
+    server.start()
+    try:
+        stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": server.url_for("/").rstrip("/"),
+                                            "timeout": 0.3, "batch_size": 1})
+        start = time.monotonic()
+        with pytest.raises(OllamaUnavailable, match=r"failed after 2 attempt\(s\) \(ollama request failed \(ReadTimeout"):
+            run("tag")
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()
+        server.stop()
+    assert len(chats) == 2 and elapsed < 5   # 2 x 0.3 s, not 5 rows x 2 x 0.3 s
+    assert not list(Path("data/work/tag").glob("chunk-*"))
+
+
+def test_work_dir_is_redone_for_another_model_and_kept_for_another_host(tmp_path, monkeypatch, capsys):
+    """`dvc repro -f tag` with another model must not reuse rows; the same model on another server may."""
+    from pytest_httpserver import HTTPServer
+
+    from test_data_stages import run
+
+    def good(request):
+        caption = json.loads(request.json["messages"][0]["content"][len(APPENDIX_D):])
+        tagged = {k: v.replace("man", "<subj1>man</subj1>") for k, v in caption.items()}
+        body = {"model": request.json["model"], "created_at": "2026-11-02T10:15:07Z", "done": True,
+                "message": {"role": "assistant", "content": json.dumps(tagged)}}
+        return Response(json.dumps(body), content_type="application/json")
+
+    servers = [HTTPServer(host="127.0.0.1", port=0) for _ in range(2)]
+    for server in servers:
+        server.expect_request("/api/chat").respond_with_handler(good)
+        serve_show(server, models=("llama3.1:8b", "qwen2.5:7b"))
+        server.start()
+    try:
+        hosts = [server.url_for("/").rstrip("/") for server in servers]
+        for host, model, expected in ((hosts[0], "llama3.1:8b", "5 / 0"), (hosts[1], "llama3.1:8b", "0 / 5"),
+                                      (hosts[1], "qwen2.5:7b", "5 / 0")):
+            stage_setup(tmp_path, monkeypatch, {"backend": "ollama", "host": host, "model": model})
+            capsys.readouterr()
+            run("tag")
+            assert f"processed now / reused from data/work/tag: {expected}" in capsys.readouterr().out, (host, model)
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_transformers_tagger_with_a_tiny_chat_model(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from werkzeug import Response
 
+from cocoins.backends.chat import OllamaUnavailable
 from cocoins.backends.vlm_captioners import LlavaCaptioner, OllamaCaptioner
 
 from test_data_stages import run, write_params
@@ -102,14 +103,52 @@ def test_ollama_captioner_sends_base64_images(httpserver, images):
     assert requests[0]["model"] == "llava:7b" and requests[0]["options"]["temperature"] == 0
 
 
-def test_ollama_captioner_errors_become_skip_rows(httpserver, images):
-    httpserver.expect_request("/api/chat").respond_with_data((DATA / "error_500.json").read_text(), status=500)
+def test_ollama_captioner_refused_requests_are_skip_rows_and_a_dead_server_stops(httpserver, images):
+    """A 4xx is about this image: a skip row. A 500 after the retries, or no server, is not the image's fault:
+    OllamaUnavailable, so the stage stops instead of recording dropped images."""
+    httpserver.expect_request("/api/chat").respond_with_data((DATA / "error_400.json").read_text(), status=400)
     cap = OllamaCaptioner("llava:7b", PROMPTS, httpserver.url_for("/").rstrip("/"), retries=2, retry_wait=0)
     reasons = [o[2] for o in cap.caption_batch(images.iloc[:1])]
-    assert reasons == ["captioning failed after 2 attempt(s): ollama error 500: llama runner process has "
-                       "terminated: signal: killed"]
+    assert reasons == ["captioning failed after 1 attempt(s): ollama error 400: invalid format: expected \"json\" or "
+                       "a valid JSON schema"]
+    httpserver.clear()
+    httpserver.expect_request("/api/chat").respond_with_data((DATA / "error_500.json").read_text(), status=500)
+    cap = OllamaCaptioner("llava:7b", PROMPTS, httpserver.url_for("/").rstrip("/"), retries=2, retry_wait=0)
+    with pytest.raises(OllamaUnavailable, match=r"^caption: ollama at .* failed after 2 attempt\(s\) \(ollama error 500"):
+        cap.caption_batch(images)
+    assert len(httpserver.log) == 2    # the first image's two attempts; the other images were never sent
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cap = OllamaCaptioner("llava:7b", PROMPTS, f"http://127.0.0.1:{port}", retries=1, retry_wait=0)
-    assert "unreachable" in cap.caption_batch(images.iloc[:1])[0][2]
+    with pytest.raises(OllamaUnavailable, match="unreachable.*`ollama serve`.*`ollama pull llava:7b`"):
+        cap.caption_batch(images.iloc[:1])
+
+
+def test_caption_stage_stops_on_a_failing_server_and_caches_no_dropped_images(httpserver, tmp_path, monkeypatch,
+                                                                            capsys):
+    from test_llm_taggers import show_reply
+
+    calls = [0]
+
+    def handler(request):
+        calls[0] += 1
+        if calls[0] > 8:   # 4 images of the first chunk, two prompts each; then the runner crashes
+            return Response((DATA / "error_500.json").read_text(), status=500, content_type="application/json")
+        return Response((DATA / "caption_good.json").read_text(), content_type="application/json")
+
+    httpserver.expect_request("/api/chat", method="POST").respond_with_handler(handler)
+    httpserver.expect_request("/api/show", method="POST").respond_with_json(show_reply(["completion", "vision"]))
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, caption={"backend": "ollama", "model": "llava:7b", "host": httpserver.url_for("/").rstrip("/"),
+                                    "retry_wait": 0.0, "retries": 2, "batch_size": 1, "chunk_size": 4})
+    run("ingest")
+    with pytest.raises(OllamaUnavailable):
+        run("caption")
+    chunks = list(Path("data/work/caption").glob("chunk-*.parquet"))
+    assert len(chunks) == 1 and pd.read_parquet(chunks[0])["kept"].all()   # only real captions were cached
+    calls[0] = -100    # the server is back
+    capsys.readouterr()
+    run("caption")
+    assert pd.read_parquet("data/captions.parquet")["kept"].all()
+    assert "processed now / reused from data/work/caption: 6 / 4" in capsys.readouterr().out

@@ -10,7 +10,7 @@
   `set_image_batch` / `predict_batch`, one mask per box (multimask off); the subject mask is the union
   of its boxes' masks. `checkpoint: random` builds random weights (tests and benchmarks only).
 - `GroundedSam2Masker`: subject mask per image from the words tagged as subject 1 in both captions.
-- `GroundingFaceCounter`: the number of kept "face" boxes per image (the paper's face filter).
+- `GroundingFaceCounter`: the number of kept "face" boxes per image after NMS (the paper's face filter).
 
 SAM2ImagePredictor hard-codes its feature sizes for 1024 px inputs; they are set from the model's
 image_size here (the same values at 1024), so smaller configs work too.
@@ -211,9 +211,27 @@ class GroundedSam2Masker:
         return out
 
 
+# Grounding DINO's queries are not deduplicated (DETR-style models have no NMS of their own), and for a face it
+# often returns the face and a slightly larger face-and-hair box; counted as they come, one face is two, and a
+# single-person image is dropped as a group photo. Boxes overlapping more than this (IoU) are one face: 0.5 is
+# the usual detection threshold, and two real faces next to each other overlap far less (side by side: 0).
+FACE_NMS_IOU = 0.5
+
+
+def distinct_faces(det: Detections, iou: float = FACE_NMS_IOU) -> int:
+    """How many faces `det`'s face boxes show: non-maximum suppression by score, then count."""
+    if not len(det.boxes):
+        return 0
+    from torchvision.ops import nms
+
+    return len(nms(torch.as_tensor(det.boxes, dtype=torch.float32), torch.as_tensor(det.scores, dtype=torch.float32),
+                   iou))
+
+
 @dataclass
 class GroundingFaceCounter:
-    """Faces = Grounding DINO boxes for "face" over `threshold` (labelled "face" by the text threshold)."""
+    """Faces = Grounding DINO boxes for "face" over `threshold` (labelled "face" by the text threshold), one per
+    face after non-maximum suppression (FACE_NMS_IOU)."""
     detector: Detector
     threshold: float = 0.35
     text_threshold: float = 0.25
@@ -225,7 +243,7 @@ class GroundingFaceCounter:
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
             dets = self.detector.detect(batch, ["face."] * len(batch), self.threshold, self.text_threshold)
-            counts += [len(matching(d, ["face"]).boxes) for d in dets]
+            counts += [distinct_faces(matching(d, ["face"])) for d in dets]
         return counts
 
     def count(self, rows: pd.DataFrame) -> list[int]:

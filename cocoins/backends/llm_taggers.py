@@ -10,7 +10,9 @@ answer and what was wrong with it added to the conversation (at temperature 0 a 
 the same answer back); transport errors are retried by the chat backend. An answer that tags nothing is
 a valid answer (rule 3) and is not retried: the stage records "no tagged subject". After `retries`
 attempts the row falls back to the rule tagger (`tag.fallback: rules`, the LLM's failure is kept in
-`llm_error`) or is recorded as a failure (`tag.fallback: none`).
+`llm_error`) or is recorded as a failure (`tag.fallback: none`). Only answers, and a server's refusal of
+one request, reach the fallback: a server that does not answer raises `OllamaUnavailable` (chat.py) and
+stops the stage, since rule tags in place of an LLM that was merely down would be kept and cached for good.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class LLMTagger:
             keys = sorted(conversations)
             answers = self.answer_batch([conversations[k] for k in keys])
             for k, answer in zip(keys, answers):
-                if isinstance(answer, ChatFailure):   # the backend already retried transport errors
+                if isinstance(answer, ChatFailure):   # the server refused this request (transport errors raise)
                     attempts[k] += answer.attempts
                     reasons[k] = answer.reason
                     del conversations[k]
@@ -144,7 +146,8 @@ def ollama_tagger(host: str, model: str, retries: int, fallback: str, timeout: f
 
     `parallel` requests are in flight at once (the server answers that many with OLLAMA_NUM_PARALLEL).
     """
-    chat = OllamaChat(host=host, model=model, timeout=timeout, retries=retries, retry_wait=retry_wait)
+    chat = OllamaChat(host=host, model=model, timeout=timeout, retries=retries, retry_wait=retry_wait, option="tag",
+                      stop_on_unavailable=True)
     return LLMTagger("ollama", model, lambda convs: in_parallel(lambda c: chat.chat(c, schema=SCHEMA), convs, parallel),
                      retries=retries, fallback=fallback)
 

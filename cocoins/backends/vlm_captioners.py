@@ -6,8 +6,10 @@
 - `OllamaCaptioner`: a vision model served by ollama; each image re-encoded as JPEG and sent base64.
 
 Both answer `caption_batch(rows) -> [(caption1, caption2, reason)]`; reason "" means usable. An image that
-cannot be read, or an empty answer, gives a reason instead of an exception. Captions are normalised to one
-line (white space collapsed).
+cannot be read, an empty answer, or the server refusing that image's request gives a reason instead of an
+exception. An ollama server that does not answer is no property of the image: it raises `OllamaUnavailable`
+(chat.py), the stage stops with the fix, and nothing of the chunk is cached as dropped. Captions are
+normalised to one line (white space collapsed).
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class OllamaCaptioner:
     backend: str = "ollama"
 
     def __post_init__(self):
-        self._chat = OllamaChat(self.host, self.model, self.timeout, self.retries, self.retry_wait)
+        self._chat = OllamaChat(self.host, self.model, self.timeout, self.retries, self.retry_wait, option="caption",
+                                stop_on_unavailable=True)
 
     def _caption_one(self, image) -> tuple[str, str, str]:
         buf = io.BytesIO()

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
+
+from cocoins.runtime import UserError
 
 SHARD_PATTERN = "shard-{:05d}.safetensors"
 
@@ -63,21 +66,57 @@ def encode_latents(vae, pixels: torch.Tensor) -> torch.Tensor:
     return (latents * vae.config.scaling_factor).float().cpu()
 
 
-def load_vae(vae: str | os.PathLike, device: torch.device, dtype: torch.dtype):
-    """An AutoencoderKL from a VAE dir / hub id, or from the `vae/` subfolder of a diffusers model dir.
+FP16_FIX = "madebyollin/sdxl-vae-fp16-fix"   # SDXL's VAE finetuned to stay finite in fp16 (force_upcast: false)
 
-    For fp16 use the fp16-safe SDXL VAE (e.g. madebyollin/sdxl-vae-fp16-fix): the stock SDXL VAE overflows
-    to NaN in fp16.
+
+def vae_dtype(vae: str | os.PathLike, dtype: torch.dtype, subfolder: Optional[str] = None) -> torch.dtype:
+    """The dtype to encode in: fp16 only for a VAE that says it survives fp16, else fp32 with a warning.
+
+    SDXL's stock VAE overflows to NaN in fp16 and marks itself `force_upcast: true` (diffusers' pipelines
+    upcast it to fp32 for that reason); the fp16-fix VAE says false. bf16 has fp32's range and needs neither.
     """
     from diffusers import AutoencoderKL
 
-    sub = "vae" if (Path(vae) / "vae" / "config.json").is_file() else None
+    if dtype != torch.float16:
+        return dtype
+    try:
+        config = AutoencoderKL.load_config(vae, subfolder=subfolder)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"cannot read the VAE config of {vae!r} ({str(err)[:160]}); set precompute.vae to a "
+                                "VAE dir or a hub id in the offline cache, or null for the base model's VAE") from None
+    if not config.get("force_upcast", True):
+        return dtype
+    print(f"[precompute] precompute.dtype: fp16, but the VAE of {vae} needs fp32 (force_upcast: true; SDXL's VAE "
+          f"overflows to NaN in fp16): encoding in fp32. For fp16 set precompute.vae: {FP16_FIX}, or use bf16")
+    return torch.float32
+
+
+def load_vae(vae: str | os.PathLike, device: torch.device, dtype: torch.dtype, subfolder: Optional[str] = None):
+    """An AutoencoderKL alone (no UNet, no text encoders) from a VAE dir / hub id, or from the `vae/` subfolder of
+    a diffusers model (`subfolder="vae"`, found by itself in a local model dir), in `vae_dtype(dtype)`.
+
+    For fp16 use the fp16-safe SDXL VAE (FP16_FIX): the stock SDXL VAE overflows to NaN in fp16.
+    """
+    from diffusers import AutoencoderKL
+
+    sub = subfolder or ("vae" if (Path(vae) / "vae" / "config.json").is_file() else None)
+    dtype = vae_dtype(vae, dtype, sub)
     try:
         model = AutoencoderKL.from_pretrained(vae, subfolder=sub, torch_dtype=dtype)
     except OSError as err:
         raise FileNotFoundError(f"cannot load the VAE {vae!r} ({str(err)[:160]}); set precompute.vae to a VAE dir "
                                 "or a hub id in the offline cache, or null for the base model's VAE") from None
-    return model.to(device).eval()
+    return model.to(device).eval().requires_grad_(False)
+
+
+def check_finite(latents: torch.Tensor, image_ids: list[str], dtype: torch.dtype) -> None:
+    """Stop at the first batch whose latents hold NaN or inf: a shard of them would train on garbage."""
+    bad = ~torch.isfinite(latents).flatten(1).all(dim=1)
+    if bad.any():
+        ids = [i for i, b in zip(image_ids, bad.tolist()) if b]
+        raise UserError(f"precompute: the VAE gave NaN/inf latents in {str(dtype).replace('torch.', '')} for "
+                        f"{len(ids)} image(s) ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); set "
+                        f"precompute.vae: {FP16_FIX} (the fp16-safe SDXL VAE) or precompute.dtype: bf16 or fp32")
 
 
 def encode_shard(vae, rows: pd.DataFrame, resolution: int, batch_size: int) -> tuple[dict, list[dict]]:
@@ -97,6 +136,7 @@ def encode_shard(vae, rows: pd.DataFrame, resolution: int, batch_size: int) -> t
         if not prepared:
             continue
         lat = encode_latents(vae, torch.stack([pr.pixels for _, pr in prepared]))
+        check_finite(lat, [row.image_id for row, _ in prepared], next(vae.parameters()).dtype)
         msk = mask_to_latent(torch.stack([pr.mask for _, pr in prepared]), tuple(lat.shape[-2:]))
         for i, (row, pr) in enumerate(prepared):
             (oh, ow), (ct, cl) = pr.original_size, pr.crop_top_left

@@ -32,7 +32,11 @@ from cocoins.runtime import UserError, resolve_device
 
 KEY = "_key"
 FINGERPRINT = "fingerprint.json"
-# Params that do not change results: changing them keeps the work dir.
+# Params that do not change results: changing them keeps the work dir. Backend and model do change them and stay
+# in the fingerprint (`dvc repro -f tag` with another model redoes every row). The host does not: another server
+# serving the same model gives the same answers (temperature 0), and moving ollama must not throw away a day of
+# captions. That is safe because a server that did not answer never leaves a row here (chat.OllamaUnavailable
+# stops the stage before its chunk is written), so no cached row stands for "the host was down".
 OPERATIONAL = frozenset({"batch_size", "chunk_size", "device", "host", "timeout", "retries", "retry_wait"})
 
 
