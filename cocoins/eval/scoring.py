@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 from cocoins.eval.metrics.base import require
 from cocoins.eval.metrics.clip import ClipScorer
 from cocoins.eval.metrics.dreamsim import DreamSimEmbedder
-from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval
-from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_embedder
-from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
+from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval, unit_div
+from cocoins.eval.metrics.faces import FaceEmbedder, make_face_embedder
+from cocoins.eval.metrics.fid import fid_features, fid_stream, inception_available, load_inception
 from cocoins.eval.metrics.latent import latent_vectors
-from cocoins.eval.metrics.simdiv import group_stats
+from cocoins.eval.metrics.simdiv import Batches, group_stats_stream, in_memory
 from cocoins.world.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
                                   trait_agreement)
 
@@ -123,6 +123,33 @@ class PerImage:
     traits: Optional[dict] = None                # trait -> [N] predicted labels
     scene: Optional[torch.Tensor] = None         # [N, scenes] scene-head probabilities (SCENE_CLASSES order)
 
+    def face_found(self) -> np.ndarray:
+        """[N] whether a face was found in each image."""
+        return np.asarray([f is not None for f in self.faces], dtype=bool)
+
+    def face_batches(self) -> Batches:
+        """The found faces' embeddings as `Batches` over their table rows."""
+        rows = np.flatnonzero(self.face_found())
+        if not len(rows):
+            return lambda: iter(())
+        stacked = torch.from_numpy(np.stack([np.asarray(self.faces[i], dtype=np.float32) for i in rows]))
+
+        def batches():
+            for pos, vectors in in_memory(stacked)():
+                yield rows[pos], vectors
+        return batches
+
+
+def latent_batches(latents: torch.Tensor | Batches) -> Batches:
+    """`Batches` of the latent metric's vectors (`latent_vectors`, one batch at a time) from final latents in
+    memory [N, 4, h, w] or from `Batches` of them (the render cache, read batch by batch)."""
+    source = in_memory(latents) if torch.is_tensor(latents) else latents
+
+    def batches():
+        for rows, batch in source():
+            yield rows, latent_vectors(batch)
+    return batches
+
 
 def load_rgb(path: str) -> Image.Image:
     """An image file as RGB, its file closed."""
@@ -186,24 +213,26 @@ def image_keys(table: pd.DataFrame) -> np.ndarray:
     return table["path"].astype(str).to_numpy()
 
 
-def sim_div_scores(sim_key: str, div_key: Optional[str], vectors, identities: list, div_units: list,
-                   boot: Bootstrap) -> tuple[dict, str]:
-    """Sim grouped by `identities` and Div grouped by `div_units` (the identities, or one unit per image for a
-    model without identity input), each with its bootstrap interval over the same grouping; and why a null."""
-    stats = group_stats(vectors, identities)
+def sim_div_scores(sim_key: str, div_key: Optional[str], batches: Batches, rows: np.ndarray, identities: list,
+                   div_units: Optional[list], boot: Bootstrap) -> tuple[dict, str]:
+    """Sim grouped by `identities` and Div grouped by `div_units` (None: the identities; or one unit per image
+    for a model without identity input), each with its bootstrap interval over the same grouping; and why a null.
+    `rows` are the table rows (ascending) whose vectors `batches` reads, the labels one per row."""
+    stats = group_stats_stream(batches, rows, identities)
     out = {sim_key: stats.sim()}
     ci = sim_div_interval(stats, boot)
     out[f"{sim_key}_ci_low"], out[f"{sim_key}_ci_high"] = ci["sim_ci_low"], ci["sim_ci_high"]
     reasons = [] if stats.sim() is not None else [
         f"no identity has two embeddings ({stats.vectors} over {len(stats.names)} identities)"]
     if div_key is not None:
-        if div_units is not identities:
-            stats = group_stats(vectors, div_units)
-            ci = sim_div_interval(stats, boot)
-        out[div_key] = stats.div()
-        out[f"{div_key}_ci_low"], out[f"{div_key}_ci_high"] = ci["div_ci_low"], ci["div_ci_high"]
-        if out[div_key] is None:
-            reasons.append(f"Div needs two identities with an embedding, got {len(stats.names)}")
+        if div_units is not None:
+            per_unit = unit_div(batches, rows, div_units, boot)
+            div, low, high, count = per_unit.div, per_unit.ci_low, per_unit.ci_high, per_unit.units
+        else:
+            div, low, high, count = stats.div(), ci["div_ci_low"], ci["div_ci_high"], len(stats.names)
+        out[div_key], out[f"{div_key}_ci_low"], out[f"{div_key}_ci_high"] = div, low, high
+        if div is None:
+            reasons.append(f"Div needs two identities with an embedding, got {count}")
     return out, "; ".join(reasons)
 
 
@@ -223,7 +252,7 @@ def scene_scores(probs: torch.Tensor, settings: list, units: list, boot: Bootstr
 
 
 def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends: Backends,
-                  latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None,
+                  latents: Optional[torch.Tensor | Batches] = None, reference: Optional[np.ndarray] = None,
                   every_image_its_own_identity: bool = False, boot: Bootstrap = Bootstrap()) -> tuple[dict, dict]:
     """Metrics of the rows selected by the boolean mask `rows`, and {metric: reason} for data-caused nulls.
     `reference` (a boolean mask) selects the images FID compares against; None skips FID.
@@ -235,7 +264,7 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
     method's), which is the baseline Sim must beat."""
     idx = np.flatnonzero(rows)
     identities = table["identity"].to_numpy()[idx].tolist()
-    units = image_keys(table)[idx].tolist() if every_image_its_own_identity else identities
+    units = image_keys(table)[idx].tolist() if every_image_its_own_identity else None
     out: dict = {m: None for m in (*METRICS, *INTERVALS)}
     reasons: dict = {}
     out["images"] = int(len(idx))
@@ -245,35 +274,39 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
         if why:
             reasons.update({k: why for k, v in scores.items() if v is None and not k.endswith(("_low", "_high"))})
 
+    def sim_div_of(sim_key: str, div_key: Optional[str], batches: Batches, keep: Optional[np.ndarray] = None):
+        """sim_div_scores of this group's rows (those where `keep`, e.g. a face was found)."""
+        keep = np.ones(len(idx), dtype=bool) if keep is None else keep
+        return sim_div_scores(sim_key, div_key, batches, idx[keep], [i for i, k in zip(identities, keep) if k],
+                              None if units is None else [u for u, k in zip(units, keep) if k], boot)
+
     if per.faces is not None:
-        faces = [per.faces[i] for i in idx]
-        found, _ = face_metrics(faces, identities)
-        out.update({k: found[k] for k in ("face_detection_rate", "faces")})
-        scores, why = sim_div_scores("face_sim", "face_div", faces, identities, units, boot)
-        add(scores, f"a face was found in {found['faces']}/{len(idx)} images; {why}" if why else "")
+        found = per.face_found()[idx]
+        out.update(face_detection_rate=float(found.mean()) if len(idx) else None, faces=int(found.sum()))
+        scores, why = sim_div_of("face_sim", "face_div", per.face_batches(), found)
+        add(scores, f"a face was found in {int(found.sum())}/{len(idx)} images; {why}" if why else "")
     if per.clip is not None and len(idx):
         out["clip"] = float(per.clip[idx].mean())
     if per.dreamsim is not None:
-        add(*sim_div_scores("dreamsim", None, per.dreamsim[idx], identities, units, boot))
+        add(*sim_div_of("dreamsim", None, in_memory(per.dreamsim)))
     if per.fid is not None and reference is not None:
         ref = np.flatnonzero(reference)
         if len(ref) >= 2 and len(idx) >= 2:
-            out["fid"] = fid_from_features(per.fid[ref], per.fid[idx])
+            out["fid"] = fid_stream(in_memory(per.fid), ref, in_memory(per.fid), idx)
             out["fid_images"] = int(min(len(ref), len(idx)))
         else:
             reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
     if per.identity is not None:
-        add(*sim_div_scores("identity_sim", "identity_div", per.identity[idx], identities, units, boot))
+        add(*sim_div_of("identity_sim", "identity_div", in_memory(per.identity)))
         agree = trait_agreement({name: [labels[i] for i in idx] for name, labels in per.traits.items()},
                                 identities)
         out.update({f"agree_{name}": v for name, v in agree.items()})
         out["trait_agreement"] = _mean(agree[name] for name in backends.identity.identity_traits)
     if per.scene is not None and len(idx):
-        add(*scene_scores(per.scene[torch.from_numpy(idx)], table["setting"].to_numpy()[idx].tolist(), units,
-                          boot))
+        add(*scene_scores(per.scene[torch.from_numpy(idx)], table["setting"].to_numpy()[idx].tolist(),
+                          identities if units is None else units, boot))
     if latents is not None:
-        add(*sim_div_scores("latent_sim", "latent_div", latent_vectors(latents[torch.from_numpy(idx)]), identities,
-                            units, boot))
+        add(*sim_div_of("latent_sim", "latent_div", latent_batches(latents)))
     return out, reasons
 
 
@@ -288,7 +321,7 @@ class Scores:
 
 
 def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_reference: str = "base",
-                latents: Optional[torch.Tensor] = None, boot: Bootstrap = Bootstrap()) -> Scores:
+                latents: Optional[torch.Tensor | Batches] = None, boot: Bootstrap = Bootstrap()) -> Scores:
     """Score every (set, method) group, and every subject and setting within it. `fid_reference`'s images
     are also the no-identity-input reference (Div and intervals per image)."""
     sets, subjects, settings, reasons = {}, [], [], {}
