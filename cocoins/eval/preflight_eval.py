@@ -33,14 +33,16 @@ def null_metrics(p: EvalParams) -> dict[str, str]:
     return {name: reason for name, (ok, reason) in metric_availability(p).items() if not ok}
 
 
-def evaluate_problems(p: EvalParams, sdxl: str = "tiny") -> list[str]:
+def evaluate_problems(p: EvalParams, sdxl: str = "tiny", metrics: bool = True) -> list[str]:
     """One line per thing evaluate would fail on, each naming its fix; [] means ready to render.
 
     Args:
         p: the `eval` params group.
-        sdxl: `models.sdxl` (the base model `models/base` stands for): "tiny", a diffusers directory or a hub id.
+        sdxl: `models.sdxl` (what `models/base` stands for): tiny, mini, a diffusers directory or a hub id.
+        metrics: False for a stage that only renders (render_base).
     """
-    problems = [] if sdxl == "tiny" else model_problems(sdxl, "models.sdxl", "model_index.json")
+    # tiny and mini are built by the base stage itself
+    problems = [] if sdxl in ("tiny", "mini") else model_problems(sdxl, "models.sdxl", "model_index.json")
     if p.device == "cpu" and p.dtype in ("fp16", "bf16"):
         problems.append(f"eval.dtype: {p.dtype} with eval.device: cpu renders in half precision on a CPU "
                         "(slow, and other bits than the mini-world's fp32); set eval.dtype: auto")
@@ -49,7 +51,7 @@ def evaluate_problems(p: EvalParams, sdxl: str = "tiny") -> list[str]:
 
         if not torch.cuda.is_available():
             problems.append("eval.device: cuda but no CUDA GPU is visible; set eval.device: auto (or cpu)")
-    if p.strict:
+    if metrics and p.strict:
         problems += [f"eval.strict: true and {name} is unavailable: {reason} (or set eval.strict: false to "
                      "write it as null)" for name, reason in null_metrics(p).items()
                      if not (name == "face" and p.face_backend == "none")]

@@ -82,7 +82,7 @@ class Backends:
     def load(cls, config: MetricConfig) -> "Backends":
         """Build each available backend; record why the others are not (or raise, if strict)."""
         b = cls()
-        faces = make_face_embedder(config.face_backend, config.arcface_dir)
+        faces = make_face_embedder(config.face_backend, config.arcface_dir, config.device)
         status = faces.available() if faces else (False, "eval.face_backend: none")
         if require("face", status, config.strict and faces is not None):
             b.faces = faces

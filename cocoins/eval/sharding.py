@@ -44,17 +44,30 @@ class RenderedBatches:
     """The gathered renders: every batch's manifest rows in order, and their latents read one batch at a time
     (a full-scale run's latents are tens of GB; nothing holds them all)."""
 
-    def __init__(self, folder: Path, count: int):
-        self.folder, self.count = folder, count
-        self.rows = [row for i in range(count) for row in json.loads(self._path(i, ".json").read_text())]
+    def __init__(self, folder: str | Path, count: Optional[int] = None):
+        self.folder = Path(folder)
+        self.count = len(list(self.folder.glob("batch-*.json"))) if count is None else count
+        parts = [json.loads(self._path(i, ".json").read_text()) for i in range(self.count)]
+        self.sizes = [len(p) for p in parts]
+        self.rows = [row for part in parts for row in part]
 
     def _path(self, index: int, suffix: str) -> Path:
         return self.folder / f"batch-{index:06d}{suffix}"
 
     def latents(self) -> Iterator[torch.Tensor]:
         """Each batch's final latents [b, 4, h, w], in row order."""
-        for i in range(self.count):
-            yield load_file(str(self._path(i, ".safetensors")))["latents"]
+        for _, lat in self.latents_between(0, len(self.rows)):
+            yield lat
+
+    def latents_between(self, first: int, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, latents) of rows first..stop-1, loading only the batches that hold them."""
+        start = 0
+        for i, size in enumerate(self.sizes):
+            lo, hi = max(first, start), min(stop, start + size)
+            if lo < hi:
+                lat = load_file(str(self._path(i, ".safetensors")))["latents"]
+                yield lo, lat[lo - start:hi - start]
+            start += size
 
 
 class ShardedRender:
@@ -113,17 +126,21 @@ class ShardedRender:
                             "the run (did a process die?); run the stage again (done batches are kept)")
         return RenderedBatches(self.done_dir, self.batches_seen)
 
-    def publish(self, dest: str | Path) -> int:
-        """Link (or, across file systems, copy) every rendered image and sidecar into `dest`, replacing it
-        atomically; the work dir keeps its copy, so a rerun that changes only scoring renders nothing."""
+    def publish(self, dest: str | Path, with_batches: bool = False) -> int:
+        """Link (or, across file systems, copy) every rendered image and sidecar into `dest` (with_batches:
+        into `dest/images`, and the batches' rows and latents into `dest/batches`, for another stage to read),
+        replacing it atomically; the work dir keeps its copy, so a rerun that changes only scoring renders
+        nothing. Returns the number of images."""
         count = 0
+        parts = ((self.images, "images"), (self.done_dir, "batches")) if with_batches else ((self.images, ""),)
         with atomic_dir(dest) as tmp:
-            for src in sorted(p for p in self.images.rglob("*") if p.is_file()):
-                target = tmp / src.relative_to(self.images)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(src, target)
-                except OSError:
-                    shutil.copy2(src, target)
-                count += 1
+            for folder, name in parts:
+                for src in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    target = tmp / name / src.relative_to(folder)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(src, target)
+                    except OSError:
+                        shutil.copy2(src, target)
+                    count += src.suffix == ".png"
         return count
