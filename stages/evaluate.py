@@ -15,6 +15,7 @@ batch at a time, and prints the peak host memory of scoring.
 """
 
 import json
+import shutil
 
 import pandas as pd
 
@@ -127,8 +128,10 @@ def main() -> None:
         protocol[f"{name}_identities_per_subject"] = int(set_jobs.groupby("subject")["identity_id"].nunique().min())
 
     with PeakRSS() as scoring_memory:
-        per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
+        per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size,
+                      store=f"{WORK}/features")
         scores = score_table(table, per, backends, REFERENCE, latents, bootstrap(config))
+    shutil.rmtree(f"{WORK}/features", ignore_errors=True)     # scratch embeddings: GBs at full scale
     metrics = {"protocol": protocol, **dvc_metrics(scores, PRIMARY, REFERENCE)}
     if backends.identity is not None:
         metrics["data"] = data_identity_metrics(backends, config)
@@ -137,7 +140,7 @@ def main() -> None:
     with atomic_dir(f"{OUT}/plots") as tmp:
         for key, plot_rows in plot_tables(scores).items():
             write_json(plot_rows, tmp / f"{key}.json")
-    if per.faces is not None:
+    if per.has_faces():
         table["face_found"] = per.face_found()
     if per.clip is not None:
         table["clip"] = per.clip
@@ -148,7 +151,8 @@ def main() -> None:
         figures = draw_latent_space_figures(r.pipe, r.encoder, mapper, e, tmp)
     shown = {k: {m: v for m, v in s.items() if m in SHOWN} for k, s in metrics.items() if k != "protocol"}
     print_summary("evaluate", len(table), {}, {
-        "protocol": protocol, "dtype": str(r.dtype), "sliced VAE decoding": r.sliced, **shown, "figures": figures, "null metrics": scores.unavailable,
+        "protocol": protocol, "dtype": str(r.dtype), "sliced VAE decoding": r.sliced, **shown, "figures": figures,
+        "null metrics": scores.unavailable,
         "batches": {"rendered now": renders.shard.rendered, "kept from a killed run": renders.shard.reused,
                     "total": renders.shard.batches_seen},
         "scoring peak host memory": scoring_memory.summary()})

@@ -51,4 +51,5 @@ class PeakRSS:
 
     def summary(self) -> str:
         mib = 1 << 20
-        return f"peak {self.peak / mib:.0f} MiB resident, {self.added / mib:+.0f} MiB over the {self.start / mib:.0f} MiB at its start"
+        return (f"peak {self.peak / mib:.0f} MiB resident, {self.added / mib:+.0f} MiB over the "
+                f"{self.start / mib:.0f} MiB at its start")

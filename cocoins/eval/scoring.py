@@ -17,6 +17,7 @@ from the data (e.g. fewer than two faces found) is None with its reason in `Scor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cocoins.eval.feature_store import FeatureStore
 from cocoins.eval.metrics.base import require
 from cocoins.eval.metrics.clip import ClipScorer
 from cocoins.eval.metrics.dreamsim import DreamSimEmbedder
@@ -117,18 +119,28 @@ class PerImage:
     """Per-image quantities, aligned with the table's rows; None where the backend is unavailable."""
     faces: Optional[list] = None                 # unit face embedding or None (no face found)
     clip: Optional[np.ndarray] = None            # [N] CLIP score
-    dreamsim: Optional[torch.Tensor] = None      # [N, d]
-    fid: Optional[torch.Tensor] = None           # [N, d]
-    identity: Optional[torch.Tensor] = None      # [N, d] trait-classifier embedding
+    dreamsim: Optional[torch.Tensor | Batches] = None      # [N, d] (or read from a FeatureStore)
+    fid: Optional[torch.Tensor | Batches] = None           # [N, d]
+    identity: Optional[torch.Tensor | Batches] = None      # [N, d] trait-classifier embedding
     traits: Optional[dict] = None                # trait -> [N] predicted labels
     scene: Optional[torch.Tensor] = None         # [N, scenes] scene-head probabilities (SCENE_CLASSES order)
 
+    found: Optional[np.ndarray] = None           # [N] face found (with faces on disk: `stored_faces`)
+    stored_faces: Optional[Batches] = None       # the found faces' embeddings, read from a FeatureStore
+
+    def has_faces(self) -> bool:
+        return self.faces is not None or self.found is not None
+
     def face_found(self) -> np.ndarray:
         """[N] whether a face was found in each image."""
+        if self.found is not None:
+            return self.found
         return np.asarray([f is not None for f in self.faces], dtype=bool)
 
     def face_batches(self) -> Batches:
         """The found faces' embeddings as `Batches` over their table rows."""
+        if self.found is not None:
+            return self.stored_faces or (lambda: iter(()))
         rows = np.flatnonzero(self.face_found())
         if not len(rows):
             return lambda: iter(())
@@ -138,6 +150,10 @@ class PerImage:
             for pos, vectors in in_memory(stacked)():
                 yield rows[pos], vectors
         return batches
+
+
+def as_batches(vectors: torch.Tensor | Batches) -> Batches:
+    return in_memory(vectors) if torch.is_tensor(vectors) else vectors
 
 
 def latent_batches(latents: torch.Tensor | Batches) -> Batches:
@@ -170,35 +186,61 @@ def check_manifest(table: pd.DataFrame, source: str = "the manifest") -> pd.Data
 
 
 def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backends: Backends,
-            batch_size: int = 16, desc: str = "scoring") -> PerImage:
-    """One pass over the images (in batches, each loaded once) computing every available quantity."""
-    per = PerImage(faces=[] if backends.faces else None)
-    clip, ds, fid, ident, scene = [], [], [], [], []
+            batch_size: int = 16, desc: str = "scoring", store: Optional[str | Path] = None) -> PerImage:
+    """One pass over the images (in batches, each loaded once) computing every available quantity. With
+    `store` (a scratch folder) the embeddings go to disk shard by shard and are read back a batch at a time
+    (`FeatureStore`); without it they stay in memory (small tables, tests)."""
+    shards = FeatureStore(store) if store is not None else None
+    per = PerImage(faces=[] if backends.faces and shards is None else None)
+    found, clip, vectors, scene = [], [], {}, []
     if backends.identity is not None:
         per.traits = {name: [] for name in TRAIT_CLASSES}
     for start in tqdm(range(0, len(table), batch_size), desc=desc, unit="batch"):
         rows = range(start, min(start + batch_size, len(table)))
         images = [load_image(i) for i in rows]
+        batch = {}
         if backends.faces:
-            per.faces.extend(backends.faces.embed(images))
+            faces = backends.faces.embed(images)
+            found += [f is not None for f in faces]
+            if shards is None:
+                per.faces.extend(faces)
+            else:
+                width = next((len(f) for f in faces if f is not None), 1)
+                batch["face"] = torch.from_numpy(np.stack([np.zeros(width, np.float32) if f is None else
+                                                           np.asarray(f, np.float32) for f in faces]))
         if backends.clip:
             clip.append(backends.clip.scores(images, [table.at[i, "prompt"] for i in rows]))
         if backends.dreamsim:
-            ds.append(backends.dreamsim.embed(images))
+            batch["dreamsim"] = backends.dreamsim.embed(images)
         if backends.fid_feature is not None:
-            fid.append(fid_features(backends.fid_feature, images, backends.fid_size, batch_size))
+            batch["fid"] = fid_features(backends.fid_feature, images, backends.fid_size, batch_size)
         if backends.identity is not None:
             probs = backends.identity.probabilities(images)
-            ident.append(backends.identity.embed_probabilities(probs))
+            batch["identity"] = backends.identity.embed_probabilities(probs)
             scene.append(probs[SCENE])
             for name in TRAIT_CLASSES:
                 per.traits[name] += probs[name].argmax(dim=1).tolist()
+        if shards is not None and batch:
+            shards.add(len(rows), batch)
+        else:
+            for name, v in batch.items():
+                vectors.setdefault(name, []).append(v)
     per.clip = torch.cat(clip).numpy() if clip else None
-    per.dreamsim = torch.cat(ds) if ds else None
-    per.fid = torch.cat(fid) if fid else None
-    per.identity = torch.cat(ident) if ident else None
     per.scene = torch.cat(scene) if scene else None
+    for name in ("dreamsim", "fid", "identity"):
+        if shards is not None and shards.sizes and backends_has(backends, name):
+            setattr(per, name, shards.batches(name))
+        elif name in vectors:
+            setattr(per, name, torch.cat(vectors[name]))
+    if backends.faces and shards is not None:
+        per.found = np.asarray(found, dtype=bool)
+        per.stored_faces = shards.batches("face", per.found) if shards.sizes else None
     return per
+
+
+def backends_has(backends: Backends, family: str) -> bool:
+    models = {"dreamsim": backends.dreamsim, "fid": backends.fid_feature, "identity": backends.identity}
+    return models[family] is not None
 
 
 def _mean(values) -> Optional[float]:
@@ -280,7 +322,7 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
         return sim_div_scores(sim_key, div_key, batches, idx[keep], [i for i, k in zip(identities, keep) if k],
                               None if units is None else [u for u, k in zip(units, keep) if k], boot)
 
-    if per.faces is not None:
+    if per.has_faces():
         found = per.face_found()[idx]
         out.update(face_detection_rate=float(found.mean()) if len(idx) else None, faces=int(found.sum()))
         scores, why = sim_div_of("face_sim", "face_div", per.face_batches(), found)
@@ -288,16 +330,16 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
     if per.clip is not None and len(idx):
         out["clip"] = float(per.clip[idx].mean())
     if per.dreamsim is not None:
-        add(*sim_div_of("dreamsim", None, in_memory(per.dreamsim)))
+        add(*sim_div_of("dreamsim", None, as_batches(per.dreamsim)))
     if per.fid is not None and reference is not None:
         ref = np.flatnonzero(reference)
         if len(ref) >= 2 and len(idx) >= 2:
-            out["fid"] = fid_stream(in_memory(per.fid), ref, in_memory(per.fid), idx)
+            out["fid"] = fid_stream(as_batches(per.fid), ref, as_batches(per.fid), idx)
             out["fid_images"] = int(min(len(ref), len(idx)))
         else:
             reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
     if per.identity is not None:
-        add(*sim_div_of("identity_sim", "identity_div", in_memory(per.identity)))
+        add(*sim_div_of("identity_sim", "identity_div", as_batches(per.identity)))
         agree = trait_agreement({name: [labels[i] for i in idx] for name, labels in per.traits.items()},
                                 identities)
         out.update({f"agree_{name}": v for name, v in agree.items()})

@@ -105,7 +105,8 @@ def fid_from_features(reference: torch.Tensor, generated: torch.Tensor) -> float
                       np.arange(len(generated)))
 
 
-def fid_stream(reference: Batches, reference_rows: np.ndarray, generated: Batches, generated_rows: np.ndarray) -> float:
+def fid_stream(reference: Batches, reference_rows: np.ndarray, generated: Batches,
+               generated_rows: np.ndarray) -> float:
     """FID between the features of `reference_rows` and of `generated_rows` (table rows, ascending), fed to
     torchmetrics one batch at a time: it keeps only each side's feature sum and d x d product sum (float64), so
     memory does not grow with the number of images (the batch order changes only float sums, ~1e-12)."""
