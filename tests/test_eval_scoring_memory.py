@@ -60,7 +60,7 @@ def run(n_images: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow   # ~40 s on a shared 2-core machine: two scoring runs in fresh processes
+@pytest.mark.slow   # two scoring runs in fresh processes: 210 s measured with load ~10 on 2 shared cores
 def test_scoring_memory_does_not_grow_with_the_images():
     small, large = run(500), run(4000)
     # Holding the larger run's latents alone would add 8000 x 4096 x 4 B = 125 MiB (float32), their float64
