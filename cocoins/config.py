@@ -250,6 +250,8 @@ class EvalParams:
     dreamsim_type: Literal["ensemble", "dino_vitb16", "dinov2_vitb14", "open_clip_vitb32", "clip_vitb32"] = "ensemble"
     fid_weights: Optional[str] = None         # torch-fidelity's FID Inception weights (.pth or .safetensors)
     strict: bool = False                      # true: an absent metric model is an error instead of null
+    # auto: bf16 on CUDA (the SDXL VAE overflows in fp16 without an fp32 upcast; bf16 does not), fp32 on CPU
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     interpolation_steps: int = 6              # Fig. 8: images along the slerp between two codes
     neighbor_codes: int = 12                  # Fig. 9: codes ranked by pseudo-word cosine (paper: 100)
 

@@ -17,7 +17,7 @@ Our reading, documented because the text is loose:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,14 +30,14 @@ def as_tensor(vectors) -> torch.Tensor:
 
 
 def mean_pairwise_cosine(vectors) -> float:
-    """Mean cosine similarity over the n (n - 1) ordered pairs of distinct rows of [n, d]."""
+    """Mean cosine similarity over the n (n - 1) ordered pairs of distinct rows of [n, d]: with unit rows u,
+    (||sum u||^2 - sum ||u||^2) / (n (n - 1)), exact and with no n x n matrix."""
     v = as_tensor(vectors)
     if len(v) < 2:
         raise ValueError("need at least two vectors for a pairwise similarity")
-    v = F.normalize(v, dim=1)
-    sims = v @ v.T
-    n = len(v)
-    return float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
+    u = F.normalize(v, dim=1)
+    n, total = len(u), u.sum(dim=0)
+    return float(((total * total).sum() - (u * u).sum()) / (n * (n - 1)))
 
 
 @dataclass(frozen=True)
@@ -70,28 +70,75 @@ class GroupStats:
         return float(1.0 - (c.sum() - np.trace(c)) / (k * (k - 1)))
 
 
+# (table rows, vectors [b, d]) in ascending row order, fresh on each call: every image's vectors one batch at a
+# time, from memory or from the render cache on disk, so a group is scored without holding all its vectors.
+Batches = Callable[[], Iterable[tuple[np.ndarray, torch.Tensor]]]
+BATCH_ROWS = 4096
+
+
+def in_memory(vectors: torch.Tensor, batch_rows: int = BATCH_ROWS) -> Batches:
+    """`Batches` over vectors already in memory, [N, ...] rows in table order."""
+    def batches():
+        for start in range(0, len(vectors), batch_rows):
+            yield np.arange(start, min(start + batch_rows, len(vectors))), vectors[start:start + batch_rows]
+    return batches
+
+
+def select_rows(batches: Batches, rows: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions in `rows`, vectors as read) of the batches' rows that belong to `rows` (ascending)."""
+    if not len(rows):
+        return
+    where = np.full(int(rows.max()) + 1, -1)
+    where[rows] = np.arange(len(rows))
+    for table_rows, vectors in batches():
+        inside = table_rows < len(where)
+        pos = np.full(len(table_rows), -1)
+        pos[inside] = where[table_rows[inside]]
+        keep = np.flatnonzero(pos >= 0)
+        if len(keep):
+            yield pos[keep], vectors[torch.from_numpy(keep)]
+
+
+def _group_rows(batches: Batches, rows: np.ndarray) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """`select_rows` with each vector flattened to float64 and scaled to unit length (a batch at a time)."""
+    for pos, v in select_rows(batches, rows):
+        yield pos, F.normalize(v.flatten(1).to(torch.float64), dim=1)
+
+
+def group_stats_stream(batches: Batches, rows: np.ndarray, identities: Sequence[str]) -> GroupStats:
+    """GroupStats of the vectors of table `rows` (ascending) grouped by `identities` (one per row), read one
+    batch at a time: per identity only the sum of its unit vectors and their squared norms are kept
+    (pair sum = ||sum||^2 - sum of ||u||^2, exactly the off-diagonal sum of its cosine matrix)."""
+    if len(rows) != len(identities):
+        raise ValueError(f"got {len(rows)} rows for {len(identities)} identity labels")
+    names = list(dict.fromkeys(str(i) for i in identities))
+    index = {name: k for k, name in enumerate(names)}
+    ident = np.asarray([index[str(i)] for i in identities], dtype=np.int64)
+    sizes = np.bincount(ident, minlength=len(names)).astype(np.float64)
+    sums, squares = None, torch.zeros(len(names), dtype=torch.float64)
+    for pos, u in _group_rows(batches, np.asarray(rows)):
+        g = torch.from_numpy(ident[pos])
+        if sums is None:
+            sums = torch.zeros(len(names), u.shape[1], dtype=torch.float64)
+        sums.index_add_(0, g, u)
+        squares.index_add_(0, g, (u * u).sum(dim=1))
+    if sums is None:
+        return GroupStats([], np.zeros(0), np.zeros(0), np.zeros((0, 0)), 0)
+    pair_sums = ((sums * sums).sum(dim=1) - squares).numpy()
+    means = F.normalize(sums / torch.from_numpy(sizes)[:, None], dim=1)
+    return GroupStats(names, pair_sums, sizes * (sizes - 1), (means @ means.T).numpy(), int(sizes.sum()))
+
+
 def group_stats(vectors: Sequence | torch.Tensor, identities: Sequence[str]) -> GroupStats:
     """Per-identity pair sums and the cosines between identity means of `vectors` [N, d]; rows that are None
     (an image without a detected face) are dropped."""
     if len(vectors) != len(identities):
         raise ValueError(f"got {len(vectors)} vectors for {len(identities)} identity labels")
-    groups: dict[str, list] = {}
-    for v, ident in zip(vectors, identities):
-        if v is not None:
-            groups.setdefault(str(ident), []).append(F.normalize(as_tensor(v).flatten(), dim=0))
-    sums, counts, means = [], [], []
-    for rows in groups.values():
-        g = torch.stack(rows)
-        cos = g @ g.T
-        sums.append(float(cos.sum() - cos.diagonal().sum()))
-        counts.append(len(rows) * (len(rows) - 1))
-        means.append(g.mean(dim=0))
-    mean_cosines = np.zeros((0, 0))
-    if means:
-        m = F.normalize(torch.stack(means), dim=1)
-        mean_cosines = (m @ m.T).numpy()
-    return GroupStats(list(groups), np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64),
-                      mean_cosines, sum(len(g) for g in groups.values()))
+    rows = [i for i, v in enumerate(vectors) if v is not None]
+    if not rows:
+        return GroupStats([], np.zeros(0), np.zeros(0), np.zeros((0, 0)), 0)
+    stacked = torch.stack([as_tensor(vectors[i]).flatten() for i in rows])
+    return group_stats_stream(in_memory(stacked), np.arange(len(rows)), [identities[i] for i in rows])
 
 
 def sim_div(vectors: Sequence | torch.Tensor, identities: Sequence[str]) -> SimDiv:

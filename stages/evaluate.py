@@ -1,43 +1,44 @@
-"""evaluate: render every identity's code on the prompt sets, save the images, score them, draw grids.
+"""evaluate: render every identity's code on the prompt sets, score them with the base model's renders, draw grids.
 
-Also renders the same jobs without a pseudo-word (the base model drawing "a man" anew every time): the
-baseline the method's Sim must beat, the reference of FID and of Div (each of its images its own person), and
-of scene fidelity. Each job has its own initial noise unless `eval.noise: shared`. Images land in
-reports/eval/images/ with JSON sidecars; reports/eval/samples.parquet is their manifest (the same format
-`cocoins.eval.score_folder` takes).
+The base model's renders (no pseudo-word: the baseline the method's Sim must beat, the reference of FID and of
+Div, each of its images its own person, and of scene fidelity) come from the `render_base` stage
+(data/renders/base), so a change of the mapper renders only these. Each job has its own initial noise unless
+`eval.noise: shared`. Images land in reports/eval/images/ with JSON sidecars; reports/eval/samples.parquet is
+the manifest of both methods (the format `cocoins.eval.score_folder` takes).
 
-Runs unchanged under `accelerate launch --num_processes N` (`eval.device`: each process its own GPU, or gloo on
-CPU): each process renders its share of the render batches (`cocoins.eval.sharding`), the main process gathers
-them in the one-process order and scores; images, latents and metrics are the same bits as one process.
+Before the first render: the preflight (`cocoins.eval.preflight_eval`; with `eval.strict: true` a missing
+metric model stops the stage in seconds, else the metrics that will be null are named) and every metric model
+loaded. Rendering is restartable (`data/work/evaluate/`: a killed run resumes from its last finished batch,
+same bits) and runs unchanged under `accelerate launch --num_processes N` (each process its share of the
+batches, `cocoins.eval.sharding`); the main process scores, streaming the latents from the render caches a
+batch at a time, and prints the peak host memory of scoring.
 """
 
 import json
-from pathlib import Path
+import shutil
 
 import pandas as pd
-import torch
 
+from cocoins.checks import require
 from cocoins.config import EvalParams, load_params
-from cocoins.data.workdir import Dist, stage_device
 from cocoins.eval.figures import draw_latent_space_figures
 from cocoins.eval.grids import image_grid
+from cocoins.eval.host_memory import PeakRSS
 from cocoins.eval.metrics.bootstrap import Bootstrap
-from cocoins.eval.protocol import make_jobs, render
-from cocoins.eval.renders import dir_sha256, mapper_record, write_images
+from cocoins.eval.preflight_eval import evaluate_problems, null_metrics
+from cocoins.eval.render_run import PRIMARY, REFERENCE, interleave, job_tables, load_renderer, render_method
+from cocoins.eval.renders import mapper_record
 from cocoins.eval.report import dvc_metrics, plot_tables
 from cocoins.eval.scoring import Backends, MetricConfig, extract, load_rgb, score_table
-from cocoins.eval.sharding import ShardedRender
+from cocoins.eval.sharding import RenderedBatches
 from cocoins.io import atomic_dir, read_parquet, write_json, write_parquet
 from cocoins.method.mapper import Mapper
 from cocoins.runtime import print_summary, run_stage, seed_everything
-from cocoins.sdxl.encode import PromptEncoder
-from cocoins.sdxl.load import load_pipeline
 
-OUT = Path("reports/eval")
-WORK = Path("data/work/evaluate")  # other processes' renders until the main process gathers them
+OUT = "reports/eval"
+WORK = "data/work/evaluate"        # the restart cache of the renders
+BASE_RENDERS = "data/renders/base/batches"
 BASE, MAPPER, IDENTITY = "models/base", "models/mapper", "models/identity"
-PRIMARY, REFERENCE = "cocoins", "base"
-CHUNK = 256                        # images rendered, written and dropped at a time
 GRID_ROWS, GRID_COLUMNS = 4, 8     # identities x images per grid (Figs. 3-4 show 4 images of each subject)
 SHOWN = ("latent_sim", "base_latent_sim", "face_sim", "face_div", "face_detection_rate", "clip", "fid",
          "consistency_gap", "identity_sim", "base_identity_sim", "identity_div", "identity_div_ci_low",
@@ -99,71 +100,62 @@ def data_identity_metrics(backends: Backends, config: MetricConfig) -> dict:
 def main() -> None:
     params = load_params()
     e = params.eval
+    require("evaluate", evaluate_problems(e, params.models.sdxl))
+    for name, reason in null_metrics(e).items():
+        print(f"[evaluate] {name} will be null (eval.strict: false): {reason}")
     seed_everything(e.seed)
-    dist = Dist(e.device)
-    device = stage_device(e.device, dist)
-    if device.type == "cpu":
-        # Tiny models on a shared 2-core CPU ran ~30x faster on one thread (no OpenMP spinning), and a fixed
-        # thread count keeps every rendered bit the same on any machine.
-        torch.set_num_threads(e.cpu_threads)
-    pipe = load_pipeline(BASE, device=device)
-    pipe.set_progress_bar_config(disable=True)
-    encoder = PromptEncoder.from_pipeline(pipe)
-    mapper = Mapper.load(MAPPER, device=pipe.unet.device).eval()
-    identities = read_parquet("data/eval/identities.parquet", "prompts")
-    sets = {name: read_parquet(f"data/eval/{name}.parquet", "prompts") for name in ("portraits", "scenes")}
-    base_sha256, mapper_rec = dir_sha256(BASE), mapper_record(MAPPER)
-    per_subject = {"portraits": None, "scenes": e.scene_identities_per_subject}
-    protocol = {"noise": e.noise, "seeds_per_prompt": e.seeds_per_prompt, "bootstrap_resamples": e.bootstrap_resamples,
-                "ci_level": Bootstrap().level}
-
-    shard = ShardedRender(dist, WORK)
-    with shard.output_dir(OUT / "images") as tmp:
-        for name, prompts in sets.items():
-            jobs = make_jobs(identities, prompts, e.seeds_per_prompt, e.seed, e.noise, per_subject[name])
-            protocol[f"{name}_identities_per_subject"] = int(jobs.groupby("subject")["identity_id"].nunique().min())
-            for method, m in ((PRIMARY, mapper), (REFERENCE, None)):
-                # Batches of CHUNK-job chunks (the order evaluate always rendered in: the same bits), each written
-                # and dropped at once, so a full-scale run never holds every image in memory.
-                for index, rows in shard.batches(len(jobs), CHUNK, e.batch_size, f"{name} ({method})"):
-                    out = render(pipe, encoder, m, jobs.iloc[rows], e.steps, e.guidance, e.resolution,
-                                 e.batch_size, "", progress=False)
-                    shard.keep(index, write_images(tmp, name, method, out.jobs, out.images, e.steps, e.guidance,
-                                                   e.resolution, BASE, base_sha256,
-                                                   mapper_rec if m is not None else None, f"{OUT}/images",
-                                                   device.type), out.latents)
-        gathered = shard.gather()
-    if gathered is None:
-        print(f"[evaluate] process {dist.rank}/{dist.world}: rendered {shard.rendered} batches; "
+    r = load_renderer(e, BASE)
+    config = metric_config(e, str(r.device))
+    # Every metric model loads before the first render: a broken one costs seconds, not the renders.
+    backends = Backends.load(config) if r.dist.is_main else None
+    mapper = Mapper.load(MAPPER, device=r.device).eval()
+    jobs = job_tables(e)
+    renders = render_method(r, e, jobs, PRIMARY, mapper, mapper_record(MAPPER), WORK, f"{OUT}/images", BASE)
+    if renders.batches is None:
+        print(f"[evaluate] process {r.dist.rank}/{r.dist.world}: rendered {renders.shard.rendered} batches; "
               "the main process scores")
         return
-    rows, latents = gathered
-    table = pd.DataFrame(rows)
+    renders.shard.publish(f"{OUT}/images")
+    base = RenderedBatches(BASE_RENDERS)
+    spans, start = {}, 0
+    for name in jobs:
+        count = sum(1 for row in base.rows if row["set"] == name)
+        spans[name], start = (start, count), start + count
+    table, latents = interleave([(renders.batches, renders.set_rows), (base, spans)])
+    protocol = {"noise": e.noise, "seeds_per_prompt": e.seeds_per_prompt, "bootstrap_resamples": e.bootstrap_resamples,
+                "ci_level": Bootstrap().level}
+    for name, set_jobs in jobs.items():
+        protocol[f"{name}_identities_per_subject"] = int(set_jobs.groupby("subject")["identity_id"].nunique().min())
 
-    config = metric_config(e, str(device))
-    backends = Backends.load(config)
-    per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size)
-    scores = score_table(table, per, backends, REFERENCE, torch.cat(latents), bootstrap(config))
+    with PeakRSS() as scoring_memory:
+        per = extract(table, lambda i: load_rgb(table.at[i, "path"]), backends, e.batch_size,
+                      store=f"{WORK}/features")
+        scores = score_table(table, per, backends, REFERENCE, latents, bootstrap(config))
+    shutil.rmtree(f"{WORK}/features", ignore_errors=True)     # scratch embeddings: GBs at full scale
     metrics = {"protocol": protocol, **dvc_metrics(scores, PRIMARY, REFERENCE)}
     if backends.identity is not None:
         metrics["data"] = data_identity_metrics(backends, config)
 
-    write_json(metrics, OUT / "metrics.json")
-    with atomic_dir(OUT / "plots") as tmp:
+    write_json(metrics, f"{OUT}/metrics.json")
+    with atomic_dir(f"{OUT}/plots") as tmp:
         for key, plot_rows in plot_tables(scores).items():
             write_json(plot_rows, tmp / f"{key}.json")
-    if per.faces is not None:
-        table["face_found"] = [v is not None for v in per.faces]
+    if per.has_faces():
+        table["face_found"] = per.face_found()
     if per.clip is not None:
         table["clip"] = per.clip
-    write_parquet(table, OUT / "samples.parquet")
-    with atomic_dir(OUT / "grids") as tmp:
+    write_parquet(table, f"{OUT}/samples.parquet")
+    with atomic_dir(f"{OUT}/grids") as tmp:
         for (name, subject, method), by_identity in grid_images(table).items():
             image_grid(list(by_identity.values())).save(tmp / f"{name}_{subject}_{method}.png", optimize=False)
-        figures = draw_latent_space_figures(pipe, encoder, mapper, e, tmp)
+        figures = draw_latent_space_figures(r.pipe, r.encoder, mapper, e, tmp)
     shown = {k: {m: v for m, v in s.items() if m in SHOWN} for k, s in metrics.items() if k != "protocol"}
-    print_summary("evaluate", len(table), {}, {"protocol": protocol, **shown, "figures": figures,
-                                                "null metrics": scores.unavailable})
+    print_summary("evaluate", len(table), {}, {
+        "protocol": protocol, "dtype": str(r.dtype), "sliced VAE decoding": r.sliced, **shown, "figures": figures,
+        "null metrics": scores.unavailable,
+        "batches": {"rendered now": renders.shard.rendered, "kept from a killed run": renders.shard.reused,
+                    "total": renders.shard.batches_seen},
+        "scoring peak host memory": scoring_memory.summary()})
 
 
 if __name__ == "__main__":

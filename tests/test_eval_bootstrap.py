@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
-from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval
+from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval, unit_div
 from cocoins.simdiv import group_stats, sim_div
 
 E = np.eye(4)
@@ -86,3 +87,47 @@ def test_mean_interval_resamples_units_not_images():
     assert mean_interval([0.3, 0.4], ["a", "b"], Bootstrap(resamples=0)) == (None, None)
     with pytest.raises(ValueError, match="2 values for 1"):
         mean_interval([0.1, 0.2], ["a"], boot)
+
+
+def _matrix_div_interval(vectors: torch.Tensor, boot: Bootstrap):
+    """The unit-per-image Div and its interval the way evaluate computed them before streaming: the full
+    units x units cosine matrix (what `unit_div` must equal without forming it)."""
+    stats = group_stats(vectors, [str(i) for i in range(len(vectors))])
+    ci = sim_div_interval(stats, boot)
+    return stats.div(), ci["div_ci_low"], ci["div_ci_high"]
+
+
+def test_count_blocks_are_the_counts_cut_in_rows():
+    boot = Bootstrap(resamples=25, seed=3)
+    assert np.array_equal(np.concatenate(list(boot.count_blocks(11, 4))), boot.counts(11))
+    assert boot.counts(11).shape == (25, 11) and Bootstrap(resamples=0).counts(4).shape == (0, 4)
+
+
+def test_streamed_unit_div_equals_the_cosine_matrix(monkeypatch):
+    """Div over images as units (the base model's), streamed in batches of 7 with resample blocks of 3 rows:
+    the same value and interval as the n x n matrix, to float64 rounding."""
+    from cocoins.eval.metrics import bootstrap as bootstrap_module
+    from cocoins.simdiv import in_memory
+
+    vectors = torch.randn(40, 6, generator=torch.Generator().manual_seed(0)) + 0.5
+    boot = Bootstrap(resamples=50, seed=1)
+    expected = _matrix_div_interval(vectors, boot)
+    monkeypatch.setattr(bootstrap_module, "BLOCK_BYTES", 8 * 3 * (40 + 6))   # 3 resamples per block
+    got = unit_div(in_memory(vectors, batch_rows=7), np.arange(40), [str(i) for i in range(40)], boot)
+    assert got.units == 40
+    assert (got.div, got.ci_low, got.ci_high) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+def test_unit_div_of_units_with_several_rows_uses_their_mean():
+    """Shared noise: one image rendered for several codes is one unit; its rows far apart in the table."""
+    from cocoins.simdiv import in_memory
+
+    vectors = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0.2, 0], [0, 0, 1.0], [0, 1.0, 0.1]])
+    units = ["x", "y", "x", "z", "y"]
+    boot = Bootstrap(resamples=30, seed=2)
+    stats = group_stats(vectors, units)
+    ci = sim_div_interval(stats, boot)
+    got = unit_div(in_memory(vectors, batch_rows=2), np.arange(5), units, boot)
+    assert got.units == 3
+    assert (got.div, got.ci_low, got.ci_high) == pytest.approx((stats.div(), ci["div_ci_low"], ci["div_ci_high"]))
+    assert unit_div(in_memory(vectors), np.arange(1), ["x"], boot).div is None

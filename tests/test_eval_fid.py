@@ -88,3 +88,25 @@ def test_local_inception_weights_load_safely(random_inception_state, tmp_path):
     evil.write_bytes(pickle.dumps({"x": os.system}, protocol=2))     # a global that is not a tensor: refused, never run
     with pytest.raises(pickle.UnpicklingError):
         load_inception(str(evil))
+
+
+class DeviceCheck(torch.nn.Module):
+    """Records the device of each batch it gets; its one buffer sits on `device` (e.g. 'meta' for a GPU)."""
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.register_buffer("anchor", torch.zeros(1, device=device))
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.device)
+        return torch.ones(len(x), 2, device=x.device) if x.device.type != "meta" else torch.ones(len(x), 2)
+
+
+def test_batches_go_to_the_inception_device():
+    """torchmetrics' Inception casts dtype but never moves its input: fid_features must feed it on its own
+    device ('meta' stands in for a CUDA device here) and hand back CPU float32."""
+    feature = DeviceCheck("meta")
+    out = fid_features(feature, _images(0)[:5], SIZE, batch_size=2)
+    assert [d.type for d in feature.seen] == ["meta"] * 3
+    assert out.device.type == "cpu" and out.dtype == torch.float32 and out.shape == (5, 2)

@@ -190,3 +190,22 @@ def test_score_folder_cli_on_another_methods_images(tiny_world, tmp_path, capsys
     assert right["face_sim"] > wrong["face_sim"]
     assert right["clip"] is None and "no-clip does not exist" in result["null_reasons"]["clip"]
     assert "wrote" in capsys.readouterr().out
+
+
+def test_embeddings_on_disk_score_like_embeddings_in_memory(tmp_path):
+    """evaluate keeps the metric models' embeddings in a FeatureStore (read back a batch at a time): the same
+    scores as holding them in memory, the black image still counted as "no face"."""
+    table, images = _table()
+    in_memory = score_table(table, extract(table, lambda i: images[i], _backends(), batch_size=4), _backends(),
+                            "base", boot=Bootstrap(50, seed=0))
+    per = extract(table, lambda i: images[i], _backends(), batch_size=4, store=tmp_path / "features")
+    assert per.faces is None and per.found.tolist().count(False) == 1 and callable(per.fid)
+    on_disk = score_table(table, per, _backends(), "base", boot=Bootstrap(50, seed=0))
+    for method in ("good", "base"):
+        a, b = in_memory.sets["s1"][method], on_disk.sets["s1"][method]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert (a[key] is None) == (b[key] is None), key
+            if isinstance(a[key], float):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key    # faces stored as float32
+    assert in_memory.reasons == on_disk.reasons

@@ -51,19 +51,18 @@ def render_sharded(out: Path) -> None:
     """evaluate's render loop on the tiny job table; the main process saves the gathered rows and latents."""
     torch.set_num_threads(1)
     pipe, encoder, mapper, jobs = tiny_setup()
-    shard = ShardedRender(Dist("cpu"), out / "work")
-    with shard.output_dir(out / "images") as tmp:
-        for method, m in methods(mapper):
-            for index, rows in shard.batches(len(jobs), CHUNK, BATCH, method):
-                r = render(pipe, encoder, m, jobs.iloc[rows], STEPS, 5.0, 32, BATCH, "", progress=False)
-                shard.keep(index, write_images(tmp, "portraits", method, r.jobs, r.images, STEPS, 5.0, 32,
-                                               "models/base", "0" * 64, MAPPER_RECORD if m is not None else None,
-                                               "imgs"), r.latents)
-        gathered = shard.gather()
+    shard = ShardedRender(Dist("cpu"), out / "work", {"test": "tiny"})
+    for method, m in methods(mapper):
+        for index, rows in shard.batches(len(jobs), CHUNK, BATCH, method):
+            r = render(pipe, encoder, m, jobs.iloc[rows], STEPS, 5.0, 32, BATCH, "", progress=False)
+            shard.keep(index, write_images(shard.images, "portraits", method, r.jobs, r.images, STEPS, 5.0, 32,
+                                           "models/base", "0" * 64, MAPPER_RECORD if m is not None else None,
+                                           "imgs"), r.latents)
+    gathered = shard.gather()
     if gathered is not None:
-        rows, latents = gathered
-        (out / "rows.json").write_text(json.dumps(rows))
-        save_file({"latents": torch.cat(latents)}, str(out / "latents.safetensors"))
+        shard.publish(out / "images")
+        (out / "rows.json").write_text(json.dumps(gathered.rows))
+        save_file({"latents": torch.cat(list(gathered.latents()))}, str(out / "latents.safetensors"))
     print(json.dumps({"rank": shard.dist.rank, "world": shard.dist.world, "rendered": shard.rendered}), flush=True)
 
 
@@ -95,7 +94,7 @@ def test_two_processes_render_the_bits_of_one(tmp_path):
     one = tmp_path / "one"
     rows = json.loads((one / "rows.json").read_text())
     latents = load_file(str(one / "latents.safetensors"))["latents"]
-    assert len(jobs) == 8 and len(rows) == len(latents) == 16 and not (one / "work").exists()
+    assert len(jobs) == 8 and len(rows) == len(latents) == 16
     assert torch.equal(latents, torch.cat([r.latents for method in before.values() for r in method]))
     images = [r for method in before.values() for part in method for r in part.images]
     for row, image in zip(rows, images):
@@ -114,7 +113,6 @@ def test_two_processes_render_the_bits_of_one(tmp_path):
     reports = sorted(json.loads(line)["rendered"] for line in proc.stdout.splitlines() if line.startswith("{"))
     assert reports == [5, 5]       # 10 batches (5 per method), alternating between the two processes
     two = tmp_path / "two"
-    assert not (two / "work").exists()
     assert json.loads((two / "rows.json").read_text()) == rows
     assert torch.equal(load_file(str(two / "latents.safetensors"))["latents"], latents)
     assert files(two / "images") == files(one / "images") and len(files(one / "images")) == 32   # PNG + JSON

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "caption", "tag", "mask", "base", "identity", "diagnose", "precompute", "train", "prompts",
-          "evaluate"]
+          "render_base", "evaluate"]
 
 # The embedded default's DAG (the mini SDXL trained by the base stage, the trait classifier) with a few steps
 # of everything and a smaller world, so the test stays around two minutes on 2 cores.

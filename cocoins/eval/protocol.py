@@ -65,6 +65,29 @@ def make_jobs(identities: pd.DataFrame, prompts: pd.DataFrame, seeds_per_prompt:
     return pd.DataFrame(rows)
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def render_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`eval.dtype`: auto is bf16 on CUDA (SDXL's VAE overflows in fp16, where diffusers upcasts it to fp32 by
+    its `force_upcast`; bf16 has fp32's range) and fp32 on CPU, so the mini-world renders the same bits."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"eval.dtype must be auto, {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
+def fit_decoding(pipe, device: torch.device) -> bool:
+    """On a GPU, decode a batch one image at a time (the VAE's slicing): at 1024 px a batched decode is the
+    largest activation of the whole call. On CPU nothing changes (a sliced decode sums in another order, and
+    the mini-world's renders keep their bits). Returns whether slicing is on."""
+    if device.type != "cuda":
+        return False
+    pipe.vae.enable_slicing()
+    return True
+
+
 def codes_for(jobs: pd.DataFrame, code_dim: int) -> torch.Tensor:
     """The latent code z of each job's identity: N(0, I) from its recorded code seed. [N, 1, c]."""
     return torch.cat([sample_codes(torch.Generator().manual_seed(int(s)), 1, 1, code_dim)

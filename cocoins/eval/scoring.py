@@ -17,6 +17,7 @@ from the data (e.g. fewer than two faces found) is None with its reason in `Scor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -25,14 +26,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cocoins.eval.feature_store import FeatureStore
 from cocoins.eval.metrics.base import require
 from cocoins.eval.metrics.clip import ClipScorer
 from cocoins.eval.metrics.dreamsim import DreamSimEmbedder
-from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval
-from cocoins.eval.metrics.faces import FaceEmbedder, face_metrics, make_face_embedder
-from cocoins.eval.metrics.fid import fid_features, fid_from_features, inception_available, load_inception
+from cocoins.eval.metrics.bootstrap import Bootstrap, mean_interval, sim_div_interval, unit_div
+from cocoins.eval.metrics.faces import FaceEmbedder, make_face_embedder
+from cocoins.eval.metrics.fid import fid_features, fid_stream, inception_available, load_inception
 from cocoins.eval.metrics.latent import latent_vectors
-from cocoins.simdiv import group_stats
+from cocoins.simdiv import Batches, group_stats_stream, in_memory
 from cocoins.world.traits import (SCENE, SCENE_CLASSES, TRAIT_CLASSES, TraitClassifier, identity_model_status,
                                   trait_agreement)
 
@@ -82,7 +84,7 @@ class Backends:
     def load(cls, config: MetricConfig) -> "Backends":
         """Build each available backend; record why the others are not (or raise, if strict)."""
         b = cls()
-        faces = make_face_embedder(config.face_backend, config.arcface_dir)
+        faces = make_face_embedder(config.face_backend, config.arcface_dir, config.device)
         status = faces.available() if faces else (False, "eval.face_backend: none")
         if require("face", status, config.strict and faces is not None):
             b.faces = faces
@@ -117,11 +119,52 @@ class PerImage:
     """Per-image quantities, aligned with the table's rows; None where the backend is unavailable."""
     faces: Optional[list] = None                 # unit face embedding or None (no face found)
     clip: Optional[np.ndarray] = None            # [N] CLIP score
-    dreamsim: Optional[torch.Tensor] = None      # [N, d]
-    fid: Optional[torch.Tensor] = None           # [N, d]
-    identity: Optional[torch.Tensor] = None      # [N, d] trait-classifier embedding
+    dreamsim: Optional[torch.Tensor | Batches] = None      # [N, d] (or read from a FeatureStore)
+    fid: Optional[torch.Tensor | Batches] = None           # [N, d]
+    identity: Optional[torch.Tensor | Batches] = None      # [N, d] trait-classifier embedding
     traits: Optional[dict] = None                # trait -> [N] predicted labels
     scene: Optional[torch.Tensor] = None         # [N, scenes] scene-head probabilities (SCENE_CLASSES order)
+
+    found: Optional[np.ndarray] = None           # [N] face found (with faces on disk: `stored_faces`)
+    stored_faces: Optional[Batches] = None       # the found faces' embeddings, read from a FeatureStore
+
+    def has_faces(self) -> bool:
+        return self.faces is not None or self.found is not None
+
+    def face_found(self) -> np.ndarray:
+        """[N] whether a face was found in each image."""
+        if self.found is not None:
+            return self.found
+        return np.asarray([f is not None for f in self.faces], dtype=bool)
+
+    def face_batches(self) -> Batches:
+        """The found faces' embeddings as `Batches` over their table rows."""
+        if self.found is not None:
+            return self.stored_faces or (lambda: iter(()))
+        rows = np.flatnonzero(self.face_found())
+        if not len(rows):
+            return lambda: iter(())
+        stacked = torch.from_numpy(np.stack([np.asarray(self.faces[i], dtype=np.float32) for i in rows]))
+
+        def batches():
+            for pos, vectors in in_memory(stacked)():
+                yield rows[pos], vectors
+        return batches
+
+
+def as_batches(vectors: torch.Tensor | Batches) -> Batches:
+    return in_memory(vectors) if torch.is_tensor(vectors) else vectors
+
+
+def latent_batches(latents: torch.Tensor | Batches) -> Batches:
+    """`Batches` of the latent metric's vectors (`latent_vectors`, one batch at a time) from final latents in
+    memory [N, 4, h, w] or from `Batches` of them (the render cache, read batch by batch)."""
+    source = in_memory(latents) if torch.is_tensor(latents) else latents
+
+    def batches():
+        for rows, batch in source():
+            yield rows, latent_vectors(batch)
+    return batches
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -143,35 +186,61 @@ def check_manifest(table: pd.DataFrame, source: str = "the manifest") -> pd.Data
 
 
 def extract(table: pd.DataFrame, load_image: Callable[[int], Image.Image], backends: Backends,
-            batch_size: int = 16, desc: str = "scoring") -> PerImage:
-    """One pass over the images (in batches, each loaded once) computing every available quantity."""
-    per = PerImage(faces=[] if backends.faces else None)
-    clip, ds, fid, ident, scene = [], [], [], [], []
+            batch_size: int = 16, desc: str = "scoring", store: Optional[str | Path] = None) -> PerImage:
+    """One pass over the images (in batches, each loaded once) computing every available quantity. With
+    `store` (a scratch folder) the embeddings go to disk shard by shard and are read back a batch at a time
+    (`FeatureStore`); without it they stay in memory (small tables, tests)."""
+    shards = FeatureStore(store) if store is not None else None
+    per = PerImage(faces=[] if backends.faces and shards is None else None)
+    found, clip, vectors, scene = [], [], {}, []
     if backends.identity is not None:
         per.traits = {name: [] for name in TRAIT_CLASSES}
     for start in tqdm(range(0, len(table), batch_size), desc=desc, unit="batch"):
         rows = range(start, min(start + batch_size, len(table)))
         images = [load_image(i) for i in rows]
+        batch = {}
         if backends.faces:
-            per.faces.extend(backends.faces.embed(images))
+            faces = backends.faces.embed(images)
+            found += [f is not None for f in faces]
+            if shards is None:
+                per.faces.extend(faces)
+            else:
+                width = next((len(f) for f in faces if f is not None), 1)
+                batch["face"] = torch.from_numpy(np.stack([np.zeros(width, np.float32) if f is None else
+                                                           np.asarray(f, np.float32) for f in faces]))
         if backends.clip:
             clip.append(backends.clip.scores(images, [table.at[i, "prompt"] for i in rows]))
         if backends.dreamsim:
-            ds.append(backends.dreamsim.embed(images))
+            batch["dreamsim"] = backends.dreamsim.embed(images)
         if backends.fid_feature is not None:
-            fid.append(fid_features(backends.fid_feature, images, backends.fid_size, batch_size))
+            batch["fid"] = fid_features(backends.fid_feature, images, backends.fid_size, batch_size)
         if backends.identity is not None:
             probs = backends.identity.probabilities(images)
-            ident.append(backends.identity.embed_probabilities(probs))
+            batch["identity"] = backends.identity.embed_probabilities(probs)
             scene.append(probs[SCENE])
             for name in TRAIT_CLASSES:
                 per.traits[name] += probs[name].argmax(dim=1).tolist()
+        if shards is not None and batch:
+            shards.add(len(rows), batch)
+        else:
+            for name, v in batch.items():
+                vectors.setdefault(name, []).append(v)
     per.clip = torch.cat(clip).numpy() if clip else None
-    per.dreamsim = torch.cat(ds) if ds else None
-    per.fid = torch.cat(fid) if fid else None
-    per.identity = torch.cat(ident) if ident else None
     per.scene = torch.cat(scene) if scene else None
+    for name in ("dreamsim", "fid", "identity"):
+        if shards is not None and shards.sizes and backends_has(backends, name):
+            setattr(per, name, shards.batches(name))
+        elif name in vectors:
+            setattr(per, name, torch.cat(vectors[name]))
+    if backends.faces and shards is not None:
+        per.found = np.asarray(found, dtype=bool)
+        per.stored_faces = shards.batches("face", per.found) if shards.sizes else None
     return per
+
+
+def backends_has(backends: Backends, family: str) -> bool:
+    models = {"dreamsim": backends.dreamsim, "fid": backends.fid_feature, "identity": backends.identity}
+    return models[family] is not None
 
 
 def _mean(values) -> Optional[float]:
@@ -186,24 +255,26 @@ def image_keys(table: pd.DataFrame) -> np.ndarray:
     return table["path"].astype(str).to_numpy()
 
 
-def sim_div_scores(sim_key: str, div_key: Optional[str], vectors, identities: list, div_units: list,
-                   boot: Bootstrap) -> tuple[dict, str]:
-    """Sim grouped by `identities` and Div grouped by `div_units` (the identities, or one unit per image for a
-    model without identity input), each with its bootstrap interval over the same grouping; and why a null."""
-    stats = group_stats(vectors, identities)
+def sim_div_scores(sim_key: str, div_key: Optional[str], batches: Batches, rows: np.ndarray, identities: list,
+                   div_units: Optional[list], boot: Bootstrap) -> tuple[dict, str]:
+    """Sim grouped by `identities` and Div grouped by `div_units` (None: the identities; or one unit per image
+    for a model without identity input), each with its bootstrap interval over the same grouping; and why a null.
+    `rows` are the table rows (ascending) whose vectors `batches` reads, the labels one per row."""
+    stats = group_stats_stream(batches, rows, identities)
     out = {sim_key: stats.sim()}
     ci = sim_div_interval(stats, boot)
     out[f"{sim_key}_ci_low"], out[f"{sim_key}_ci_high"] = ci["sim_ci_low"], ci["sim_ci_high"]
     reasons = [] if stats.sim() is not None else [
         f"no identity has two embeddings ({stats.vectors} over {len(stats.names)} identities)"]
     if div_key is not None:
-        if div_units is not identities:
-            stats = group_stats(vectors, div_units)
-            ci = sim_div_interval(stats, boot)
-        out[div_key] = stats.div()
-        out[f"{div_key}_ci_low"], out[f"{div_key}_ci_high"] = ci["div_ci_low"], ci["div_ci_high"]
-        if out[div_key] is None:
-            reasons.append(f"Div needs two identities with an embedding, got {len(stats.names)}")
+        if div_units is not None:
+            per_unit = unit_div(batches, rows, div_units, boot)
+            div, low, high, count = per_unit.div, per_unit.ci_low, per_unit.ci_high, per_unit.units
+        else:
+            div, low, high, count = stats.div(), ci["div_ci_low"], ci["div_ci_high"], len(stats.names)
+        out[div_key], out[f"{div_key}_ci_low"], out[f"{div_key}_ci_high"] = div, low, high
+        if div is None:
+            reasons.append(f"Div needs two identities with an embedding, got {count}")
     return out, "; ".join(reasons)
 
 
@@ -223,7 +294,7 @@ def scene_scores(probs: torch.Tensor, settings: list, units: list, boot: Bootstr
 
 
 def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends: Backends,
-                  latents: Optional[torch.Tensor] = None, reference: Optional[np.ndarray] = None,
+                  latents: Optional[torch.Tensor | Batches] = None, reference: Optional[np.ndarray] = None,
                   every_image_its_own_identity: bool = False, boot: Bootstrap = Bootstrap()) -> tuple[dict, dict]:
     """Metrics of the rows selected by the boolean mask `rows`, and {metric: reason} for data-caused nulls.
     `reference` (a boolean mask) selects the images FID compares against; None skips FID.
@@ -235,7 +306,7 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
     method's), which is the baseline Sim must beat."""
     idx = np.flatnonzero(rows)
     identities = table["identity"].to_numpy()[idx].tolist()
-    units = image_keys(table)[idx].tolist() if every_image_its_own_identity else identities
+    units = image_keys(table)[idx].tolist() if every_image_its_own_identity else None
     out: dict = {m: None for m in (*METRICS, *INTERVALS)}
     reasons: dict = {}
     out["images"] = int(len(idx))
@@ -245,35 +316,39 @@ def group_metrics(table: pd.DataFrame, per: PerImage, rows: np.ndarray, backends
         if why:
             reasons.update({k: why for k, v in scores.items() if v is None and not k.endswith(("_low", "_high"))})
 
-    if per.faces is not None:
-        faces = [per.faces[i] for i in idx]
-        found, _ = face_metrics(faces, identities)
-        out.update({k: found[k] for k in ("face_detection_rate", "faces")})
-        scores, why = sim_div_scores("face_sim", "face_div", faces, identities, units, boot)
-        add(scores, f"a face was found in {found['faces']}/{len(idx)} images; {why}" if why else "")
+    def sim_div_of(sim_key: str, div_key: Optional[str], batches: Batches, keep: Optional[np.ndarray] = None):
+        """sim_div_scores of this group's rows (those where `keep`, e.g. a face was found)."""
+        keep = np.ones(len(idx), dtype=bool) if keep is None else keep
+        return sim_div_scores(sim_key, div_key, batches, idx[keep], [i for i, k in zip(identities, keep) if k],
+                              None if units is None else [u for u, k in zip(units, keep) if k], boot)
+
+    if per.has_faces():
+        found = per.face_found()[idx]
+        out.update(face_detection_rate=float(found.mean()) if len(idx) else None, faces=int(found.sum()))
+        scores, why = sim_div_of("face_sim", "face_div", per.face_batches(), found)
+        add(scores, f"a face was found in {int(found.sum())}/{len(idx)} images; {why}" if why else "")
     if per.clip is not None and len(idx):
         out["clip"] = float(per.clip[idx].mean())
     if per.dreamsim is not None:
-        add(*sim_div_scores("dreamsim", None, per.dreamsim[idx], identities, units, boot))
+        add(*sim_div_of("dreamsim", None, as_batches(per.dreamsim)))
     if per.fid is not None and reference is not None:
         ref = np.flatnonzero(reference)
         if len(ref) >= 2 and len(idx) >= 2:
-            out["fid"] = fid_from_features(per.fid[ref], per.fid[idx])
+            out["fid"] = fid_stream(as_batches(per.fid), ref, as_batches(per.fid), idx)
             out["fid_images"] = int(min(len(ref), len(idx)))
         else:
             reasons["fid"] = f"FID needs two images on each side; {len(ref)} reference, {len(idx)} generated"
     if per.identity is not None:
-        add(*sim_div_scores("identity_sim", "identity_div", per.identity[idx], identities, units, boot))
+        add(*sim_div_of("identity_sim", "identity_div", as_batches(per.identity)))
         agree = trait_agreement({name: [labels[i] for i in idx] for name, labels in per.traits.items()},
                                 identities)
         out.update({f"agree_{name}": v for name, v in agree.items()})
         out["trait_agreement"] = _mean(agree[name] for name in backends.identity.identity_traits)
     if per.scene is not None and len(idx):
-        add(*scene_scores(per.scene[torch.from_numpy(idx)], table["setting"].to_numpy()[idx].tolist(), units,
-                          boot))
+        add(*scene_scores(per.scene[torch.from_numpy(idx)], table["setting"].to_numpy()[idx].tolist(),
+                          identities if units is None else units, boot))
     if latents is not None:
-        add(*sim_div_scores("latent_sim", "latent_div", latent_vectors(latents[torch.from_numpy(idx)]), identities,
-                            units, boot))
+        add(*sim_div_of("latent_sim", "latent_div", latent_batches(latents)))
     return out, reasons
 
 
@@ -288,7 +363,7 @@ class Scores:
 
 
 def score_table(table: pd.DataFrame, per: PerImage, backends: Backends, fid_reference: str = "base",
-                latents: Optional[torch.Tensor] = None, boot: Bootstrap = Bootstrap()) -> Scores:
+                latents: Optional[torch.Tensor | Batches] = None, boot: Bootstrap = Bootstrap()) -> Scores:
     """Score every (set, method) group, and every subject and setting within it. `fid_reference`'s images
     are also the no-identity-input reference (Div and intervals per image)."""
     sets, subjects, settings, reasons = {}, [], [], {}

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import nn
 
 from cocoins.eval.metrics.base import OK, Availability, package_missing, rgb_uint8
+from cocoins.simdiv import Batches, in_memory, select_rows
 
 INSTALL = "pip install torchmetrics==1.9.0 torch-fidelity==0.4.0"
 WEIGHTS_HINT = ("torch-fidelity's weights-inception-2015-12-05-6726825d.pth (github.com/toshas/torch-fidelity "
@@ -65,13 +66,25 @@ def images_to_uint8(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's weights are (its first parameter or buffer); CPU for a module with neither."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def fid_features(feature: nn.Module, images: Sequence[Image.Image], size: int = 299, batch_size: int = 32) -> torch.Tensor:
-    """[N, d] float64 features of `images` from `feature` (uint8 [B, 3, size, size] in, [B, d] out)."""
-    out = []
+    """[N, d] CPU features of `images` from `feature` (uint8 [B, 3, size, size] in, [B, d] out), in the
+    module's output precision (float32 for the Inception; no float64 copy).
+
+    Each batch goes to the module's device first: torchmetrics' Inception casts its input's dtype but never
+    moves it, so CPU batches into a CUDA Inception fail (after every render is done)."""
+    device, out = module_device(feature), []
     for i in range(0, len(images), batch_size):
-        batch = images_to_uint8(images[i:i + batch_size], size)
-        out.append(feature(batch).reshape(len(batch), -1).double())
+        batch = images_to_uint8(images[i:i + batch_size], size).to(device)
+        features = feature(batch).reshape(len(batch), -1)
+        out.append((features.float() if features.dtype in (torch.float16, torch.bfloat16) else features).cpu())
     return torch.cat(out)
 
 
@@ -88,11 +101,23 @@ class _Given(nn.Module):
 
 def fid_from_features(reference: torch.Tensor, generated: torch.Tensor) -> float:
     """FID between two feature sets [N, d] (reference = the base model's images, as "real")."""
+    return fid_stream(in_memory(reference), np.arange(len(reference)), in_memory(generated),
+                      np.arange(len(generated)))
+
+
+def fid_stream(reference: Batches, reference_rows: np.ndarray, generated: Batches,
+               generated_rows: np.ndarray) -> float:
+    """FID between the features of `reference_rows` and of `generated_rows` (table rows, ascending), fed to
+    torchmetrics one batch at a time: it keeps only each side's feature sum and d x d product sum (float64), so
+    memory does not grow with the number of images (the batch order changes only float sums, ~1e-12)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    if len(reference) < 2 or len(generated) < 2:
-        raise ValueError(f"FID needs two images on each side, got {len(reference)} and {len(generated)}")
-    metric = FrechetInceptionDistance(feature=_Given(reference.shape[1]))
-    metric.update(reference.double(), real=True)
-    metric.update(generated.double(), real=False)
+    if len(reference_rows) < 2 or len(generated_rows) < 2:
+        raise ValueError(f"FID needs two images on each side, got {len(reference_rows)} and {len(generated_rows)}")
+    metric = None
+    for batches, rows, real in ((reference, reference_rows, True), (generated, generated_rows, False)):
+        for _, features in select_rows(batches, np.asarray(rows)):
+            if metric is None:
+                metric = FrechetInceptionDistance(feature=_Given(features.shape[1]))
+            metric.update(features.double(), real=real)
     return float(metric.compute())
