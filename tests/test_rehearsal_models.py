@@ -34,6 +34,20 @@ def test_full_configs_have_the_published_parameter_counts():
     assert counts == [2_567_463_684, 83_653_863, 123_060_480, 694_659_840]
 
 
+def test_full_clip_and_llava_configs_have_the_published_sizes():
+    from transformers import (CLIPConfig, CLIPModel, CLIPVisionConfig, LlavaNextConfig,
+                              LlavaNextForConditionalGeneration, MistralConfig)
+
+    text, vision = arch.clip_vit_l14_configs("full")
+    llava_vision, mistral = arch.llava_configs("full")
+    with torch.device("meta"):
+        clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768))
+        llava = LlavaNextForConditionalGeneration(LlavaNextConfig(
+            vision_config=CLIPVisionConfig(**llava_vision), text_config=MistralConfig(**mistral), **arch.LLAVA_NEXT))
+    assert sum(p.numel() for p in clip.parameters()) == 427_616_513   # openai/clip-vit-large-patch14
+    assert round(sum(p.numel() for p in llava.parameters()) / 1e9, 2) == 7.57
+
+
 def test_bad_depth_is_refused():
     with pytest.raises(ValueError, match="depth"):
         arch.sdxl_configs("half")
@@ -119,6 +133,7 @@ def test_grounding_dino_reduced_detects_at_800_px(tmp_path, portrait):
     assert len(det.boxes) == 900 and np.isfinite(det.boxes).all() and det.boxes.max() > 800
 
 
+@pytest.mark.slow
 def test_sam2_checkpoint_loads_through_sam2boxes(tmp_path, portrait):
     from cocoins.backends.grounded_sam2 import Sam2Boxes
     from cocoins.rehearsal.data_models import build_sam2_checkpoint

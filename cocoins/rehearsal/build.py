@@ -18,26 +18,29 @@ from cocoins.rehearsal.architectures import DEPTHS, check_depth
 from cocoins.rehearsal.data_models import build_grounding_dino, build_llava_next, build_sam2_checkpoint
 from cocoins.rehearsal.models import build_clip_vit_l14, build_fid_inception, build_sdxl, disk_bytes, parameter_count
 
-BUILDERS = {
-    "sdxl": lambda out, depth, seed: build_sdxl(out / "sdxl", depth, seed),
-    "llava": lambda out, depth, seed: build_llava_next(out / "llava-next", depth, seed),
-    "grounding_dino": lambda out, depth, seed: build_grounding_dino(out / "grounding-dino-base", depth, seed),
-    "sam2_checkpoint": lambda out, depth, seed: build_sam2_checkpoint(out / "sam2" / "sam2.1_hiera_large.pt",
-                                                                      depth, seed),
-    "clip": lambda out, depth, seed: build_clip_vit_l14(out / "clip-vit-large-patch14", depth, seed),
-    "fid_weights": lambda out, depth, seed: build_fid_inception(out / "fid" / "pt_inception-2015-12-05.pth", seed),
+BUILDERS = {   # name: (builder, path under out_dir)
+    "sdxl": (build_sdxl, "sdxl"),
+    "llava": (build_llava_next, "llava-next"),
+    "grounding_dino": (build_grounding_dino, "grounding-dino-base"),
+    "sam2_checkpoint": (build_sam2_checkpoint, "sam2/sam2.1_hiera_large.pt"),
+    "clip": (build_clip_vit_l14, "clip-vit-large-patch14"),
 }
+FID_WEIGHTS = "fid/pt_inception-2015-12-05.pth"
 
 
-def build_all(out_dir: str | Path, depth: str, seed: int = 0) -> dict[str, str]:
-    """Build every model under `out_dir`; returns {name: path} and prints parameters, GB on disk and seconds."""
+def build_all(out_dir: str | Path, depth: str, seed: int = 0, device: str = "cpu") -> dict[str, str]:
+    """Build every model under `out_dir` (initialised on `device`); returns {name: path} and prints parameters,
+    GB on disk and seconds per model. FID's Inception has one depth and is always built on the CPU."""
     check_depth(depth)
     out = Path(out_dir)
     paths: dict[str, str] = {}
     total = 0
-    for name, build in BUILDERS.items():
+    jobs = {name: (lambda b=build, r=rel: b(out / r, depth, seed, device=device))
+            for name, (build, rel) in BUILDERS.items()}
+    jobs["fid_weights"] = lambda: build_fid_inception(out / FID_WEIGHTS, seed)
+    for name, build in jobs.items():
         start = time.perf_counter()
-        path = build(out, depth, seed)
+        path = build()
         size = disk_bytes(path)
         total += size
         paths[name] = str(path)
@@ -52,8 +55,10 @@ def main(argv=None) -> dict[str, str]:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--depth", choices=DEPTHS, default="reduced")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu",
+                        help="where weights are initialised (cuda: much faster at full depth)")
     args = parser.parse_args(argv)
-    return build_all(args.out_dir, args.depth, args.seed)
+    return build_all(args.out_dir, args.depth, args.seed, args.device)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def llava_tokenizer(vocab_size: int):
     return fast
 
 
-def build_llava_next(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> Path:
+def build_llava_next(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
+                     device: str | torch.device = "cpu") -> Path:
     """LlavaNextForConditionalGeneration with LLaVA-v1.6-Mistral-7B's config + a matching LlavaNextProcessor
     (336 px tiles, patch 14, the CLS token counted, llava-v1.6's grid pinpoints), for `LlavaCaptioner`."""
     from transformers import (CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
@@ -71,11 +72,12 @@ def build_llava_next(out_dir: str | Path, depth: str, seed: int = 0, dtype: torc
         text_config=MistralConfig(**text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   pad_token_id=tokenizer.pad_token_id),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), **arch.LLAVA_NEXT)
-    return save_model(out_dir, lambda: LlavaNextForConditionalGeneration(config), (processor,), dtype, seed, 30)
+    return save_model(out_dir, lambda: LlavaNextForConditionalGeneration(config), (processor,), dtype, seed, 30,
+                      device)
 
 
 def build_grounding_dino(out_dir: str | Path, depth: str, seed: int = 0,
-                         dtype: torch.dtype = torch.bfloat16) -> Path:
+                         dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu") -> Path:
     """GroundingDinoForObjectDetection with grounding-dino-base's config (Swin-B, BERT-base) + its processor
     (800 px short side), for `GroundingDino(dir)`."""
     from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
@@ -87,11 +89,12 @@ def build_grounding_dino(out_dir: str | Path, depth: str, seed: int = 0,
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(**arch.GROUNDING_DINO_IMAGE_PROCESSOR), tokenizer=tokenizer)
     config = GroundingDinoConfig(backbone_config=SwinConfig(**backbone), text_config=BertConfig(**text), **head)
-    return save_model(out_dir, lambda: GroundingDinoForObjectDetection(config), (processor,), dtype, seed, 40)
+    return save_model(out_dir, lambda: GroundingDinoForObjectDetection(config), (processor,), dtype, seed, 40,
+                      device)
 
 
 def build_sam2_checkpoint(out_path: str | Path, depth: str, seed: int = 0,
-                          config: str = arch.SAM2_L_CONFIG) -> Path:
+                          config: str = arch.SAM2_L_CONFIG, device: str | torch.device = "cpu") -> Path:
     """A SAM 2.1 hiera-L checkpoint of random weights in sam2's format ({"model": state_dict}, torch.save,
     tensors only), loadable by `build_sam2(config, path, hydra_overrides_extra=sam2_overrides(depth))`."""
     from sam2.build_sam import build_sam2
@@ -99,8 +102,8 @@ def build_sam2_checkpoint(out_path: str | Path, depth: str, seed: int = 0,
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with _seeded(seed, 50):
-        model = build_sam2(config, None, device="cpu", hydra_overrides_extra=list(arch.sam2_overrides(depth)))
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        model = build_sam2(config, None, device=str(device), hydra_overrides_extra=list(arch.sam2_overrides(depth)))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out.with_name(f".{out.name}.building")
     torch.save({"model": state}, tmp)
     tmp.replace(out)

@@ -51,12 +51,14 @@ def atomic_dir(out_dir: str | Path):
 
 
 @contextlib.contextmanager
-def default_dtype(dtype: torch.dtype):
-    """Create parameters directly in `dtype` (a full-depth SDXL is 14 GB in fp32, 7 GB in bf16)."""
+def creating(dtype: torch.dtype, device: str | torch.device = "cpu"):
+    """Create parameters directly in `dtype` on `device` (a full-depth SDXL is 14 GB in fp32, 7 GB in bf16;
+    initialising LLaVA's 7.6 B parameters is much faster on a GPU). The seed gives other weights per device."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        yield
+        with torch.device(device):
+            yield
     finally:
         torch.set_default_dtype(previous)
 
@@ -66,9 +68,9 @@ def free() -> None:
 
 
 def save_model(out_dir: str | Path, make_model, processors: tuple, dtype: torch.dtype, seed: int,
-               component: int) -> Path:
+               component: int, device: str | torch.device = "cpu") -> Path:
     """Build `make_model()` in `dtype` from its own seeded RNG stream and save it and `processors` (safetensors)."""
-    with atomic_dir(out_dir) as tmp, default_dtype(dtype), _seeded(seed, component):
+    with atomic_dir(out_dir) as tmp, creating(dtype, device), _seeded(seed, component):
         model = make_model()
         model.save_pretrained(tmp, safe_serialization=True)
         for processor in processors:
@@ -78,7 +80,8 @@ def save_model(out_dir: str | Path, make_model, processors: tuple, dtype: torch.
     return Path(out_dir)
 
 
-def build_sdxl(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.bfloat16) -> Path:
+def build_sdxl(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.bfloat16,
+               device: str | torch.device = "cpu") -> Path:
     """A StableDiffusionXLPipeline directory (model_index.json, unet, vae, both text encoders, both CLIP
     tokenizers with a 77-token window, EulerDiscreteScheduler with SDXL's config), for `load_pipeline`."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -87,7 +90,7 @@ def build_sdxl(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtyp
     from cocoins.sdxl.tokenizer import build_clip_tokenizer
 
     configs = arch.sdxl_configs(depth)
-    with atomic_dir(out_dir) as tmp, default_dtype(dtype):
+    with atomic_dir(out_dir) as tmp, creating(dtype, device):
         with _seeded(seed, 0):
             unet = UNet2DConditionModel(**configs["unet"])
         with _seeded(seed, 1):
@@ -107,7 +110,8 @@ def build_sdxl(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtyp
     return Path(out_dir)
 
 
-def build_clip_vit_l14(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+def build_clip_vit_l14(out_dir: str | Path, depth: str, seed: int = 0, dtype: torch.dtype = torch.float32,
+                       device: str | torch.device = "cpu") -> Path:
     """CLIPModel of openai/clip-vit-large-patch14 + its tokenizer and image processor (CLIP score folder).
 
     ClipScorer accepts any local folder with config.json, preprocessor_config.json and safetensors; the
@@ -120,8 +124,8 @@ def build_clip_vit_l14(out_dir: str | Path, depth: str, seed: int = 0, dtype: to
     # Saved apart, as the hub folder has them: transformers 5's CLIPProcessor.save_pretrained folds the image
     # processor into processor_config.json, and ClipScorer.available asks for preprocessor_config.json.
     processors = (CLIPImageProcessor(**arch.CLIP_VIT_L14_IMAGE_PROCESSOR), build_clip_tokenizer(second=False))
-    return save_model(out_dir, lambda: CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=768)),
-                      processors, dtype, seed, 10)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=768)
+    return save_model(out_dir, lambda: CLIPModel(config), processors, dtype, seed, 10, device)
 
 
 def inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -132,7 +136,7 @@ def inception_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         def load_state_dict(self, state_dict, strict=True, assign=False):   # keep the random initialisation
             return None
 
-    with _seeded(seed, 20), _empty_weights() as empty:
+    with _seeded(seed, 20), _empty_weights() as empty, torch.device("cpu"):
         net = _RandomInit("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
         # He initialisation: with torch's default init the 2048-d features shrink to ~1e-8 over the ~20 conv
         # layers (the batch norms hold unit running statistics), and FID's covariances become degenerate.
