@@ -196,3 +196,24 @@ def test_write_celeba_hq_is_read_by_the_celeba_reader(tmp_path):
     assert 0.1 < (mask == 255).mean() < 0.9   # one person, not the whole frame
     again = write_celeba_hq(tmp_path / "again", n=1, seed=3)
     assert (again / "CelebA-HQ-img" / "0.jpg").read_bytes() == (root / "CelebA-HQ-img" / "0.jpg").read_bytes()
+
+
+def test_build_all_builds_each_model_once_into_its_folder(tmp_path, monkeypatch, capsys):
+    from cocoins.rehearsal import build
+
+    calls = []
+
+    def fake(path, depth, seed, device="cpu"):
+        calls.append((Path(path).relative_to(tmp_path).as_posix(), depth, seed, device))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"\0" * 8)
+        return Path(path)
+
+    monkeypatch.setattr(build, "BUILDERS", {name: (fake, rel) for name, (_, rel) in build.BUILDERS.items()})
+    monkeypatch.setattr(build, "build_fid_inception", lambda path, seed: fake(path, "full", seed))
+    monkeypatch.setattr(build, "parameter_count", lambda path: 2)
+    paths = build.build_all(tmp_path, "reduced", seed=4, device="meta")
+    assert set(paths) == {"sdxl", "llava", "grounding_dino", "sam2_checkpoint", "clip", "fid_weights"}
+    assert calls[0] == ("sdxl", "reduced", 4, "meta") and calls[-1] == (build.FID_WEIGHTS, "full", 4, "cpu")
+    assert all(Path(p).is_file() for p in paths.values())
+    assert "total: 0.00 GB on disk (reduced depth)" in capsys.readouterr().out
