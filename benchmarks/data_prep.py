@@ -37,6 +37,8 @@ from cocoins.backends.grounded_sam2 import (GroundedSam2Masker, GroundingDino, G
 from cocoins.backends.llm_taggers import LLMTagger  # noqa: E402
 from cocoins.backends.vlm_captioners import LlavaCaptioner  # noqa: E402
 from cocoins.data.shards import encode_shard  # noqa: E402
+from cocoins.rehearsal.architectures import (LLAVA_IMAGE_PROCESSOR, LLAVA_NEXT, LLAVA_PROCESSOR,  # noqa: E402
+                                             LLAVA_VISION, MISTRAL_7B, SDXL_VAE, SWIN_B, SWIN_T)
 
 CAPTIONS = ("A photo of a young man with short black hair, glasses and a smile.",
             "A young man with glasses and short black hair faces the viewer.")
@@ -83,19 +85,13 @@ def build_llava(real: bool, device, dtype, text_layers: int = 32):
         path = tiny.build_tiny_llava(Path(tempfile.mkdtemp()) / "llava")
         cap = LlavaCaptioner(str(path), CAPTIONS, device, "fp16")
         return cap._load()
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                              image_size=336, patch_size=14, projection_dim=768)
-    text = MistralConfig(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=text_layers,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    config = LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"))
-    # llava-v1.6: 336 px tiles. num_additional_image_tokens=1: the CLIP tower's CLS token, which "default"
-    # selection then drops; a processor built by hand without it counts 2 image tokens fewer than the
-    # model's features ("tokens: 2158, features: 2160"), as the published processor config sets it.
-    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(
-        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}), tokenizer=tok, patch_size=14,
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=tiny.CHAT_TEMPLATE)
+    vision = CLIPVisionConfig(**LLAVA_VISION)
+    text = MistralConfig(**dict(MISTRAL_7B, num_hidden_layers=text_layers), pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    config = LlavaNextConfig(vision_config=vision, text_config=text, **LLAVA_NEXT,
+                             image_token_index=tok.convert_tokens_to_ids("<image>"))
+    processor = LlavaNextProcessor(image_processor=LlavaNextImageProcessor(**LLAVA_IMAGE_PROCESSOR), tokenizer=tok,
+                                   **LLAVA_PROCESSOR, chat_template=tiny.CHAT_TEMPLATE)
     with torch.device(device):
         model = LlavaNextForConditionalGeneration._from_config(config, dtype=dtype).to(device).eval()
     return processor, model
@@ -125,9 +121,7 @@ def build_grounding(real: bool, base: bool, device, dtype):
         return GroundingDino(str(path), device)._load()
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(tiny.GROUNDING_WORDS)}, do_lower_case=True)
     processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tok)
-    backbone = (SwinConfig(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
-                           image_size=384, out_indices=[2, 3, 4]) if base
-                else SwinConfig(out_indices=[2, 3, 4]))   # Swin-T (Grounding DINO T)
+    backbone = SwinConfig(**(SWIN_B if base else SWIN_T))   # Grounding DINO B or T
     config = GroundingDinoConfig(backbone_config=backbone, text_config=BertConfig())
     with torch.device(device):
         model = GroundingDinoForObjectDetection._from_config(config, dtype=dtype).to(device).eval()
@@ -153,12 +147,8 @@ def build_vae(real: bool, device, dtype):
 
     if not real:
         return tiny_sdxl_vae().to(device)
-    config = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=1024,
-                  block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                  scaling_factor=0.13025)
     with torch.device(device):
-        return AutoencoderKL(**config).to(dtype).to(device).eval()
+        return AutoencoderKL(**SDXL_VAE).to(dtype).to(device).eval()
 
 
 def tiny_sdxl_vae():

@@ -32,30 +32,9 @@ sys.path.insert(0, str(ROOT))
 from cocoins.method.losses import LossConfig  # noqa: E402
 from cocoins.method.mapper import Mapper, MapperConfig  # noqa: E402
 from cocoins.method.triplets import TripletConfig  # noqa: E402
+from cocoins.rehearsal.architectures import CLIP_L, OPENCLIP_BIGG, SDXL_SCHEDULER, SDXL_UNET  # noqa: E402
 from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator  # noqa: E402
 
-# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json (2,567,463,684 parameters).
-SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    mid_block_type="UNetMidBlock2DCrossAttn",
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    only_cross_attention=False, block_out_channels=(320, 640, 1280), layers_per_block=2, downsample_padding=1,
-    mid_block_scale_factor=1, act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=2048,
-    transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), dual_cross_attention=False,
-    use_linear_projection=True, class_embed_type=None, addition_embed_type="text_time",
-    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, num_class_embeds=None,
-    upcast_attention=False, resnet_time_scale_shift="default", time_embedding_type="positional",
-    conv_in_kernel=3, conv_out_kernel=3,
-)
-# text_encoder/config.json: OpenAI CLIP ViT-L/14 text tower (123,060,480 parameters).
-CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-              num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5,
-              projection_dim=768, bos_token_id=0, eos_token_id=2, pad_token_id=1)
-# text_encoder_2/config.json: OpenCLIP ViT-bigG/14 text tower with projection (694,659,840 parameters).
-OPENCLIP_BIGG = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                     num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5,
-                     projection_dim=1280, bos_token_id=0, eos_token_id=2, pad_token_id=1)
 UNET_FORWARD_TFLOP = {512: 1.59, 1024: 6.76}   # per sample (ARCHITECTURE.md, FlopCounterMode on this config)
 FORWARD_EQUIVALENTS = 8                         # 5 forwards + 3 activation backwards (~1 forward each)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0}    # dense bf16, SXM
@@ -70,7 +49,6 @@ def build_fullsize(device: torch.device, dtype: torch.dtype):
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from cocoins.sdxl.tiny import SDXL_SCHEDULER
     from cocoins.sdxl.tokenizer import build_clip_tokenizer
 
     previous = torch.get_default_dtype()

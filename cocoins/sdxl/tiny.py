@@ -16,21 +16,13 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from cocoins.rehearsal.architectures import SDXL_SCHEDULER
 from cocoins.sdxl.tokenizer import VOCAB_SIZE, build_clip_tokenizer
 
 TEXT_WIDTH = 32          # hidden size of each tiny text encoder; UNet cross_attention_dim = 2 * 32
 PROJECTION_DIM = 32      # text_encoder_2 pooled projection (1280 in SDXL)
 TIME_EMBED_DIM = 8       # addition_time_embed_dim (256 in SDXL)
 SDXL_VAE_SCALING = 0.13025
-
-# stabilityai/stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json, less the DDIM/PNDM-only keys
-# (clip_sample, set_alpha_to_one, skip_prk_steps, sample_max_value) that EulerDiscreteScheduler ignores.
-SDXL_SCHEDULER = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    steps_offset=1, timestep_spacing="leading", prediction_type="epsilon", interpolation_type="linear",
-    use_karras_sigmas=False,
-)
-
 
 @contextlib.contextmanager
 def _seeded(seed: int, component: int):
