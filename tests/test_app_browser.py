@@ -29,7 +29,7 @@ from cocoins.pipeline import CoCoInsPipeline
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1400")
+         "--disable-dev-shm-usage", "--window-size=1280,1800")
 PROMPTS = ("a photo of a <alice>woman</alice> in a green park", "a portrait of a <alice>woman</alice> at night",
            "a <alice>woman</alice> reading in a library")   # the third after the in-page error
 
