@@ -51,7 +51,8 @@ def ran_stages(output: str) -> list[str]:
 
 def small_project(dest: Path, groups: dict | None = None, **extra_env: str) -> dict:
     """Copy the project into `dest` with the SMALL world (or `groups` of params) on the CPU, commit it in a new
-    git repo; return the env to run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH)."""
+    git repo; return the env to run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH,
+    then the caller's PYTHONPATH: tests/fake_cuda reaches the stages)."""
     for f in project_files():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
@@ -65,7 +66,8 @@ def small_project(dest: Path, groups: dict | None = None, **extra_env: str) -> d
             group["device"] = "cpu"
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(dest), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "PYTHONPATH": os.pathsep.join([str(dest), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **extra_env}
     run("git init -q && git add -A && git commit -qm init", dest, env)
     return env
