@@ -1,19 +1,9 @@
 """benchmarks/cpu_repro.py's per-op trace: every ATen op's output hashed in order, and the first difference named."""
 
 import gzip
-import importlib.util
-from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("cpu_repro", ROOT / "benchmarks" / "cpu_repro.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from test_cpu_repro import load_bench   # benchmarks/cpu_repro.py as a module
 
 
 def test_the_trace_hashes_each_op_and_compare_names_the_first_difference(tmp_path):
