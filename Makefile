@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml constraints.txt requirements-app.txt Makefile
 	# groundingdino-py pins supervision 0.6 and opencv-python that its model code does not need; the `groundingdino`
 	# extra above holds what it imports (mask.detector_impl: groundingdino, the Grounded-SAM-2 checkpoints).
 	$(PY) -m pip install --quiet -c constraints.txt --no-deps "groundingdino-py==0.4.0"
-	$(PY) -m cocoins.tools.offline_plots --install
+	# The offline plot template needs npm: a warning without it, an error under CI=true (the plot tests need it).
+	$(PY) -m cocoins.tools.offline_plots --install $(if $(filter true,$(CI)),--strict)
 	@touch $(STAMP)
 
 repro: $(STAMP)

@@ -4,6 +4,12 @@ does to a short mini-SDXL training, and what it costs.
     python benchmarks/cpu_repro.py                 # each simulated CPU, unpinned and pinned: weights + CPU s/step
     python benchmarks/cpu_repro.py --probe --steps 2 --corpus 32 --batch 8    # one run (what the test runs)
     python benchmarks/cpu_repro.py --probe --precision bf16 --steps 12 --corpus 64 --batch 32   # under bf16 autocast
+    python benchmarks/cpu_repro.py --probe --steps 1 --corpus 16 --batch 8 --pin --trace T.tsv.gz   # a hash per op
+    python benchmarks/cpu_repro.py --compare A.tsv.gz B.tsv.gz   # the first op whose output differs, two CPUs
+
+A trace (`--trace`) holds one line per ATen op the training ran, forward and backward, in order: its index, its
+name and the sha256 (first 16 hex digits) of its outputs' bytes. Two traces of the same command from two CPUs
+name the first op whose bits differ (`--compare`); benchmarks/results/ holds each measured CPU's.
 
 A second CPU is simulated on this one by the variables that cap each library's instruction-set dispatch (ATen's
 vectorised kernels, oneDNN's convolutions, MKL's GEMM branch): a CPU with fewer instructions makes the same
@@ -38,7 +44,59 @@ SIMULATED_CPUS = {
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR", "COCOINS_CPU_KERNELS")
 
 
-def probe(steps: int, corpus: int, batch: int, threads: int, precision: str = "fp32") -> dict:
+class OpTrace:
+    """A TorchDispatchMode that hashes every ATen op's outputs as the op runs (forward and backward alike)."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        trace = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                trace.record(str(func), out)
+                return out
+
+        self.mode, self.lines = Mode(), []
+
+    def record(self, name: str, out) -> None:
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        digest = hashlib.sha256()
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, torch.Tensor):
+                digest.update(leaf.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        self.lines.append(f"{len(self.lines)}\t{name}\t{digest.hexdigest()[:16]}")
+
+
+def read_trace(path: str | Path) -> list[str]:
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return f.read().splitlines()
+
+
+def compare_traces(a: list[str], b: list[str]) -> str:
+    """Where two traces part: the first op with another name (another code path) or other output bits."""
+    for line_a, line_b in zip(a, b):
+        if line_a != line_b:
+            _, op_a, hash_a = line_a.split("\t")
+            _, op_b, hash_b = line_b.split("\t")
+            index = line_a.split("\t")[0]
+            if op_a != op_b:
+                return f"op {index}: another op ({op_a} against {op_b}); the CPUs took other code paths"
+            before = "; the ops before it agree" if index != "0" else ""
+            return f"op {index} ({op_a}): other output bits ({hash_a} against {hash_b}){before}"
+    if len(a) != len(b):
+        return f"the same bits for {min(len(a), len(b))} ops, then one trace ends ({len(a)} against {len(b)} ops)"
+    return f"the same bits for all {len(a)} ops"
+
+
+def probe(steps: int, corpus: int, batch: int, threads: int, precision: str = "fp32",
+          trace: str | None = None) -> dict:
     """A short mini-SDXL training (VAE, then UNet + text encoders); sha256 of the saved weights and CPU s/step.
 
     precision "bf16": the whole training under CPU bf16 autocast (matmuls and convolutions in bf16, the losses
@@ -63,13 +121,24 @@ def probe(steps: int, corpus: int, batch: int, threads: int, precision: str = "f
     cfg = pretrain.MiniTrainConfig(corpus_images=corpus, vae_steps=steps, vae_batch=batch, unet_steps=steps,
                                    unet_batch=batch, warmup_steps=1)
     digest = hashlib.sha256()
+    ops = OpTrace() if trace else None
     with tempfile.TemporaryDirectory() as tmp:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            pretrain.train_mini_sdxl(tmp, cfg)
+            if ops is not None:
+                with ops.mode:
+                    pretrain.train_mini_sdxl(tmp, cfg)
+            else:
+                pretrain.train_mini_sdxl(tmp, cfg)
         for path in sorted(Path(tmp).rglob("*.safetensors")):
             digest.update(path.read_bytes())
+    if ops is not None:
+        import gzip
+
+        with gzip.open(trace, "wt") as f:
+            f.write("\n".join(ops.lines) + "\n")
     return {"weights_sha256": digest.hexdigest(), "cpu_s_per_step": cpu,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "precision": precision,
+            "mkldnn_enabled": torch.backends.mkldnn.enabled,
             "kernel_env": {k: os.environ.get(k) for k in KERNEL_VARIABLES}}
 
 
@@ -98,14 +167,26 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per setting; the fastest is reported")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="with --probe: fp32, or the training under CPU bf16 autocast")
+    parser.add_argument("--trace", help="with --probe: write a hash after every op to this file (.tsv.gz)")
+    parser.add_argument("--no-mkldnn", action="store_true",
+                        help="with --probe: torch.backends.mkldnn off (oneDNN's convolutions replaced by ATen's)")
+    parser.add_argument("--compare", nargs=2, metavar=("TRACE_A", "TRACE_B"),
+                        help="name the first op where two --trace files differ")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare_traces(*(read_trace(path) for path in args.compare)))
+        return
     if args.probe:
         if args.pin:
             from cocoins.runtime import CPU_KERNELS_VARIABLE, pin_cpu_kernels
 
             os.environ[CPU_KERNELS_VARIABLE] = "pinned"   # what a user sets to pin every stage
             pin_cpu_kernels()
-        print(json.dumps(probe(args.steps, args.corpus, args.batch, args.threads, args.precision)))
+        if args.no_mkldnn:
+            import torch
+
+            torch.backends.mkldnn.enabled = False
+        print(json.dumps(probe(args.steps, args.corpus, args.batch, args.threads, args.precision, args.trace)))
         return
     results = {}
     for _ in range(args.repeats):

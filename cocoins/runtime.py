@@ -15,13 +15,15 @@ from cocoins.config import ParamsError
 
 
 # Which kernels the CPU libraries run, when COCOINS_CPU_KERNELS=pinned: fixed at a level every x86-64 CPU with
-# AVX2 has, so that a run trains the same bits on another CPU (with the same thread count): ATen's vectorised
-# kernels (random draws, elementwise ops, reductions) and oneDNN's convolutions capped at AVX2; MKL's GEMM on its
-# conditional-numerical-reproducibility branch COMPATIBLE, which MKL documents as giving the same results on
-# Intel and non-Intel CPUs (its AVX2 branch holds on Intel CPUs only). Each library reads its variable once,
-# before its first kernel: hence a re-exec. Not the default: measured, the mini UNet's training step costs 1.5x
-# the CPU's own kernels (benchmarks/cpu_repro.py), which would push `make repro` past its 30 minutes; by default
-# a run is the same bits on the same CPU model and thread count only (README, "Reproducibility").
+# AVX2 has: ATen's vectorised kernels (random draws, elementwise ops, reductions) and oneDNN's convolutions capped
+# at AVX2, MKL on its conditional-numerical-reproducibility branch COMPATIBLE. Each library reads its variable
+# once, before its first kernel: hence a re-exec. What it buys, measured (benchmarks/results/cpu_repro-probe-*):
+# the same bits under two simulated CPUs on one machine (tests/test_cpu_repro.py), but NOT across real CPUs: the
+# pinned probe trained three different hashes on an AVX2 EPYC, an AVX-512 EPYC and an AVX-512/AMX Xeon (with
+# MKL_CBWR=COMPATIBLE,STRICT too). So across CPU models a run is the same within the effect test's statistics,
+# not bit for bit; `cpu_repro.py --trace/--compare` names the first op that differs. Not the default: the mini
+# UNet's training step costs 1.5x the CPU's own kernels; by default a run is the same bits on the same CPU model
+# and thread count only (README, "Reproducibility").
 CPU_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 CPU_KERNELS_VARIABLE = "COCOINS_CPU_KERNELS"   # pinned: the kernels above; anything else: the CPU's own
 

@@ -1,7 +1,9 @@
 """The web app in a real browser: Debian's headless Chromium, driven by selenium through the system
-chromedriver (nothing downloads a browser). Create a character, generate two prompts with it, see both images
-in the gallery, get a clear message for a bad prompt with the server still serving, and check that the API
-renders the very pixels the page shows.
+chromedriver, both found on PATH (nothing downloads a browser). Create a character, generate two prompts with
+it, see both images decoded in the browser's gallery, get a clear message for a bad prompt, generate a third
+prompt after it (the app still serves), and check that the API renders the very pixels the page shows. The page
+that ends the test (three prompts of one character, a clean status line, no machine path) is the README's
+screenshot.
 
 By default the app runs on a tiny random SDXL built here. To run it on trained models and keep the screenshot
 (the README's): COCOINS_APP_MODEL=models/base COCOINS_APP_MAPPER=models/mapper COCOINS_APP_STEPS=20
@@ -14,25 +16,24 @@ import shutil
 import socket
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 from front_models import SIZE, write_models
 from PIL import Image
+from system_deps import require
 
 from cocoins.front.characters import CharacterLibrary
 from cocoins.pipeline import CoCoInsPipeline
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1280,1400")
-PROMPTS = ("a photo of a <alice>woman</alice> in a green park", "a portrait of a <alice>woman</alice> at night")
+         "--disable-dev-shm-usage", "--window-size=1280,1800")
+PROMPTS = ("a photo of a <alice>woman</alice> in a green park", "a portrait of a <alice>woman</alice> at night",
+           "a <alice>woman</alice> reading in a library")   # the third after the in-page error
 
-pytestmark = [pytest.mark.slow,   # a browser, a server and renders: tens of seconds
-              pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")]
+pytestmark = pytest.mark.slow   # a browser, a server and renders: tens of seconds
 
 
 def free_port() -> int:
@@ -46,6 +47,8 @@ def browser(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    require(CHROMIUM is not None and CHROMEDRIVER is not None, "chromium or chromedriver (not on PATH)",
+            "apt-get install chromium chromium-driver (.ci/run installs them)")
     os.environ["SE_OFFLINE"] = "true"          # selenium-manager must never fetch a driver or browser
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -83,6 +86,12 @@ def gallery_sources(driver) -> list[str]:
     return list(dict.fromkeys(s for s in sources if s))
 
 
+def decoded_widths(driver) -> list[int]:
+    """naturalWidth of every gallery image: above 0 once the browser decoded it (0 for a broken image)."""
+    return driver.execute_script("return Array.from(document.querySelectorAll('#gallery img'))"
+                                 ".map(img => img.complete ? img.naturalWidth : 0)")
+
+
 def status(driver) -> str:
     from selenium.webdriver.common.by import By
 
@@ -113,16 +122,27 @@ def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_pa
         wait_for(lambda: "created alice" in status(browser), what="the character")
         for name, value in (("seed", 1), ("steps", steps), ("height", SIZE), ("width", SIZE)):
             fill(browser, name, value)
-        for i, prompt in enumerate(PROMPTS, start=1):
+
+        def generate(prompt: str, images: int) -> None:
             fill(browser, "prompt", prompt)
             browser.find_element(By.ID, "generate").click()
-            wait_for(lambda: len(gallery_sources(browser)) >= i, what=f"image {i} in the gallery")
+            wait_for(lambda: len(gallery_sources(browser)) >= images, what=f"image {images} in the gallery")
+
+        for i, prompt in enumerate(PROMPTS[:2], start=1):
+            generate(prompt, i)
         fill(browser, "prompt", "a <bob>man</bob>")
         browser.find_element(By.ID, "generate").click()
         wait_for(lambda: "no character 'bob'" in status(browser), what="the error message")
+        assert len(gallery_sources(browser)) == 2   # the error left the gallery as it was
+        generate(PROMPTS[2], 3)                     # ... and the app still serves
+        wait_for(lambda: "error" not in status(browser).lower(), what="a status line without the error")
+        widths = wait_for(lambda: (w := decoded_widths(browser)) and all(w) and w, what="the images decoded")
+        assert len(widths) == 3 and min(widths) > 0, widths
+        text = browser.find_element(By.TAG_NAME, "body").text
+        assert str(tmp_path) not in text and "/tmp" not in text, "a machine path is shown on the page"
         shown = [np.asarray(Image.open(io.BytesIO(urllib.request.urlopen(src, timeout=30).read())).convert("RGB"))
                  for src in gallery_sources(browser)]
-        assert len(shown) == 2
+        assert len(shown) == 3
         if os.environ.get("COCOINS_APP_SCREENSHOT"):
             browser.save_screenshot(os.environ["COCOINS_APP_SCREENSHOT"])
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from system_deps import require
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "caption", "tag", "mask", "base", "identity", "diagnose", "precompute", "train", "prompts",
@@ -49,17 +50,24 @@ def ran_stages(output: str) -> list[str]:
 
 
 def small_project(dest: Path, groups: dict | None = None, **extra_env: str) -> dict:
-    """Copy the project into `dest` with the SMALL world (or `groups` of params), commit it in a new git repo;
-    return the env to run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH)."""
+    """Copy the project into `dest` with the SMALL world (or `groups` of params) on the CPU, commit it in a new
+    git repo; return the env to run DVC there (the venv's python on PATH, the copy's package first on PYTHONPATH,
+    then the caller's PYTHONPATH: tests/fake_cuda reaches the stages)."""
     for f in project_files():
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for group, values in (SMALL if groups is None else groups).items():
         params[group].update(values)
+    # On the CPU in every group, also on a machine with a GPU: `device: auto` would pick CUDA there, whose
+    # attention backward is not deterministic, and these tests compare dvc.lock bit for bit and train.
+    for group in params.values():
+        if isinstance(group, dict) and "device" in group:
+            group["device"] = "cpu"
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(dest), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "PYTHONPATH": os.pathsep.join([str(dest), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **extra_env}
     run("git init -q && git add -A && git commit -qm init", dest, env)
     return env
@@ -113,8 +121,8 @@ def test_repro_cache_experiment_and_metrics_diff(project):
 def test_plots_render_offline(project):
     dest, env = project
     template = ROOT / ".dvc" / "offline-plots.html"
-    if not template.is_file():
-        pytest.skip("offline plot template not installed (npm missing)")
+    require(template.is_file(), "the offline plot template .dvc/offline-plots.html",
+            "`make install` writes it with npm (Debian: apt-get install npm)")
     shutil.copy2(template, dest / ".dvc" / "offline-plots.html")
     run("dvc repro", dest, env)
     run("dvc plots show -o plots_html", dest, env)

@@ -110,8 +110,11 @@ def test_gradient_accumulation_equals_one_big_batch_and_resumes_across_layouts(t
     run(tmp_path, shards, "micro", config=accum, ckpt="ckpt-micro")
     big, micro = weights(tmp_path, "big"), weights(tmp_path, "micro")
     assert any(not torch.equal(big[k], micro[k]) for k in big)              # really another computation ...
-    for k in big:                                                            # ... of the same steps
-        torch.testing.assert_close(micro[k], big[k], rtol=0, atol=1e-6)
+    # ... of the same steps. The weights moved about lr x steps = 4e-3 (a layout bug: by as much); the
+    # rounding spread measured 1.5e-8 at 1 thread and 1.2e-7 at 2 (Intel AVX-512/AMX CPU, /tmp script of
+    # issue 27): 1e-5 is 87x that and 400x under the movement.
+    for k in big:
+        torch.testing.assert_close(micro[k], big[k], rtol=0, atol=1e-5)
     curve = lambda name, term: [float(r.split("\t")[-1]) for r in
                                 (tmp_path / name / f"live/plots/metrics/{term}.tsv").read_text().splitlines()[1:]]
     # d_pos compares two estimates that differ in noise and caption: no cancellation, float32 agrees to 1e-5.
@@ -120,15 +123,17 @@ def test_gradient_accumulation_equals_one_big_batch_and_resumes_across_layouts(t
     # about lambda_neg / (B * loss) = 2.5e-4 / (2 * 36.8) = 3.4e-6. d_neg is the mean square of a difference of
     # two x0 estimates of size ~1 that differ only through the pseudo-word, about sqrt(3.4e-6) = 1.8e-3, so a
     # last-bit difference of the estimates (float32 u = 6e-8, times the few roundings of differently blocked
-    # kernels) is 2 u / 1.8e-3 = 7e-5 of d_neg. Measured: 1.15e-5 on an AVX-512 CPU, 1.3e-6 on an AVX2 one.
-    assert curve("micro", "loss") == pytest.approx(curve("big", "loss"), rel=1e-4)
+    # kernels) is 2 u / 1.8e-3 = 7e-5 of d_neg. Measured: 1.15e-5 on an AVX-512 CPU, 1.3e-6 on an AVX2 one,
+    # 6.3e-6 (1 thread) and 1.15e-5 (2 threads) on an Intel AVX-512/AMX one. The bound: 1e-3, 14x the estimate
+    # and 87x the largest measured; a layout bug (other samples, another scale) moves the loss by O(1).
+    assert curve("micro", "loss") == pytest.approx(curve("big", "loss"), rel=1e-3)
     # The layout is not part of the checkpoint fingerprint: a run checkpointed at step 2 with one layout
     # resumes with another.
     shutil.rmtree(tmp_path / "ckpt" / "step-0000004")
     result = run(tmp_path, shards, "relayout", config=accum)
     assert result.resumed_from == 2
-    for k in big:
-        torch.testing.assert_close(weights(tmp_path, "relayout")[k], big[k], rtol=0, atol=1e-6)
+    for k in big:   # the bound of the accumulation check above
+        torch.testing.assert_close(weights(tmp_path, "relayout")[k], big[k], rtol=0, atol=1e-5)
 
 
 def test_batch_must_divide_into_processes_and_micro_batches(tmp_path, shards):

@@ -77,6 +77,8 @@ def install(repo_root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--install", action="store_true", help="write .dvc/offline-plots.html")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when the template cannot be installed (`make install` under CI=true)")
     args = parser.parse_args(argv)
     if not args.install:
         parser.print_help()
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"offline plot template: {install(Path.cwd())}")
     except (RuntimeError, subprocess.CalledProcessError) as err:
+        if args.strict:   # CI: the tests that render plots offline would otherwise skip unseen
+            print(f"error: offline plot template not installed: {err}", file=sys.stderr)
+            return 1
         # Plots still render with network; everything else works without the template.
         print(f"warning: offline plot template not installed: {err}", file=sys.stderr)
     return 0
