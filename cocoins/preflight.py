@@ -51,11 +51,19 @@ def data_problems(params: Params, base_dir: Path) -> list[str]:
                                      f"{params.data.source}); point it at the dataset folder"]
 
 
+def prompts_problems(params: Params) -> list[str]:
+    """The prompts stage needs an ollama server with its model only for `prompts.backend: ollama`."""
+    from cocoins.backends.preflight_data import ollama_problems
+
+    p = params.prompts
+    return ollama_problems(p.host, p.model, "prompts") if p.backend == "ollama" else []
+
+
 def stage_problems(params: Params, base_dir: Path = Path("."), visible_gpus: int | None = None,
                    stages: tuple[str, ...] = STAGES) -> dict[str, list[str]]:
     """{stage: problems} for the chosen stages; an empty list means that stage is ready."""
     from cocoins.backends.preflight_data import (caption_problems, mask_problems, precompute_problems,
-                                                 prompts_problems, tag_problems)
+                                                 tag_problems)
     from cocoins.eval.preflight_eval import evaluate_problems
     from cocoins.training.preflight import launched_processes, train_problems
 
@@ -71,7 +79,7 @@ def stage_problems(params: Params, base_dir: Path = Path("."), visible_gpus: int
         "mask": lambda: mask_problems(params.mask),
         "precompute": lambda: precompute_problems(params.precompute, params.models.sdxl),
         "train": lambda: train_problems(params, launched_processes(params.launch.train, visible_gpus)),
-        "prompts": lambda: prompts_problems(params.prompts),
+        "prompts": lambda: prompts_problems(params),
         "evaluate": lambda: evaluate_problems(params.eval, params.models.sdxl),
     }
     unknown = sorted(set(stages) - set(checks))

@@ -31,9 +31,10 @@ def caption_rows(captioner, images: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    p = load_params().caption
+    params = load_params()
+    p = params.caption
     require("caption", caption_problems(p))   # models, packages, the ollama server: seconds now rather than at the first row
-    dist = Dist(p.device)
+    dist = Dist(p.device, params.launch.barrier_timeout_s)
     images = read_parquet("data/images.parquet", "ingest")
     upstream = int((~images["kept"]).sum())
     images = images[images["kept"]].reset_index(drop=True)

@@ -104,7 +104,7 @@ def main() -> None:
     for name, reason in null_metrics(e).items():
         print(f"[evaluate] {name} will be null (eval.strict: false): {reason}")
     seed_everything(e.seed)
-    r = load_renderer(e, BASE)
+    r = load_renderer(e, BASE, params.launch.barrier_timeout_s)
     config = metric_config(e, str(r.device))
     # Every metric model loads before the first render: a broken one costs seconds, not the renders.
     backends = Backends.load(config) if r.dist.is_main else None

@@ -63,8 +63,9 @@ def mask_chunk(chunk: pd.DataFrame, masker, counter, work_masks: Path) -> pd.Dat
 
 
 def main() -> None:
-    p = load_params().mask
-    dist = Dist(p.device)
+    params = load_params()
+    p = params.mask
+    dist = Dist(p.device, params.launch.barrier_timeout_s)
     images = read_parquet("data/images.parquet", "ingest")
     tagged = read_parquet("data/tagged.parquet", "tag")
     upstream = int((~images["kept"]).sum())

@@ -63,7 +63,7 @@ def main() -> None:
     params = load_params()
     p = params.precompute
     require("precompute", precompute_problems(p, BASE.as_posix()))
-    dist = Dist(p.device)
+    dist = Dist(p.device, params.launch.barrier_timeout_s)
     seed_everything(0)
     base = resolve_model(BASE)
     images = read_parquet("data/images.parquet", "ingest")

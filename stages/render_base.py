@@ -26,7 +26,7 @@ def main() -> None:
     e = params.eval
     require("render_base", evaluate_problems(e, params.models.sdxl, metrics=False))
     seed_everything(e.seed)
-    r = load_renderer(e, BASE)
+    r = load_renderer(e, BASE, params.launch.barrier_timeout_s)
     jobs = job_tables(e)
     renders = render_method(r, e, jobs, REFERENCE, None, None, WORK, f"{OUT}/images", BASE)
     if renders.batches is None:

@@ -37,9 +37,10 @@ def tag_rows(tagger, captions: pd.DataFrame, batch_size: int) -> pd.DataFrame:
 
 
 def main() -> None:
-    p = load_params().tag
+    params = load_params()
+    p = params.tag
     require("tag", tag_problems(p))   # models, packages, the ollama server: seconds now rather than at the first row
-    dist = Dist(p.device)
+    dist = Dist(p.device, params.launch.barrier_timeout_s)
     captions = read_parquet("data/captions.parquet", "caption")
     upstream = int((~captions["kept"]).sum())
     captions = captions[captions["kept"]].reset_index(drop=True)

@@ -23,7 +23,7 @@ from front_models import SIZE, write_models
 from PIL import Image
 from system_deps import require
 
-from cocoins.front.characters import CharacterLibrary
+from cocoins.characters.library import CharacterLibrary
 from cocoins.pipeline import CoCoInsPipeline
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import timedelta
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ OPERATIONAL = frozenset({"batch_size", "chunk_size", "device", "host", "timeout"
 class Dist:
     """This process's place among the stage's processes: torch.distributed via accelerate, or alone."""
 
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", barrier_timeout_s: int | None = None):
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self._state = None
         if self.world > 1:
@@ -51,7 +52,10 @@ class Dist:
 
             # The stage's device param decides the backend (gloo on CPU), not whether a GPU happens to exist:
             # `device: cpu` on a GPU machine must still run its processes on the CPU.
-            self._state = PartialState(cpu=resolve_device(device).type == "cpu")
+            # barrier_timeout_s: how long a process waits at a collective (launch.barrier_timeout_s; NCCL's
+            # default of 10 minutes is shorter than the main process's merge or scoring at full scale).
+            timeout = {} if barrier_timeout_s is None else {"timeout": timedelta(seconds=barrier_timeout_s)}
+            self._state = PartialState(cpu=resolve_device(device).type == "cpu", **timeout)
         self.rank = self._state.process_index if self._state else 0
         self.local_rank = self._state.local_process_index if self._state else 0
 

@@ -40,12 +40,12 @@ class Renderer:
     sliced: bool
 
 
-def load_renderer(e: EvalParams, base: str) -> Renderer:
+def load_renderer(e: EvalParams, base: str, barrier_timeout_s: int | None = None) -> Renderer:
     """The base SDXL on this process's device in `eval.dtype`, decoding sliced on a GPU."""
     from cocoins.sdxl.encode import PromptEncoder
     from cocoins.sdxl.load import load_pipeline
 
-    dist = Dist(e.device)
+    dist = Dist(e.device, barrier_timeout_s)   # the main process scores alone while the others wait
     device = stage_device(e.device, dist)
     if device.type == "cpu":
         # Tiny models on a shared 2-core CPU ran ~30x faster on one thread (no OpenMP spinning), and a fixed
