@@ -103,7 +103,7 @@ def test_character_record_carries_the_photo_hash(tiny_sdxl, tmp_path):
     import hashlib
 
     from cocoins.characters.from_photo import character_from_photo
-    from cocoins.front.characters import CharacterLibrary
+    from cocoins.characters.library import CharacterLibrary
     from cocoins.method.mapper import Mapper, MapperConfig
     from cocoins.pipeline import CoCoInsPipeline
 

@@ -10,8 +10,8 @@ import dataclasses
 import os
 
 from cocoins.characters.photo import PeopleCounter, read_photo
-from cocoins.front.characters import Character
-from cocoins.front.prompts import check_name
+from cocoins.characters.library import Character
+from cocoins.characters.prompts import check_name
 from cocoins.method.code_inversion import CodeInversionConfig, CodeInverter
 
 
