@@ -52,8 +52,10 @@ def origin(stack: list[str]) -> str:
 def count(args) -> dict:
     args.device, args.latent_size = "cpu", args.latent_size
     pipe, encoder, mapper, spec, batch = build(args)
-    if args.precision == "bf16":
+    if args.precision in ("bf16", "bf16-no-autocast"):
         pipe.to(dtype=torch.bfloat16)   # stages/train.py on CUDA: frozen weights in the autocast dtype
+    if args.precision == "bf16-no-autocast":   # the proposed change: bf16 batch, no autocast, fp32 mapper
+        batch.latents, batch.time_ids = batch.latents.bfloat16(), batch.time_ids.bfloat16()
     step_fn = CocoinsStep(pipe.unet, encoder, spec, 256, LossConfig(), TripletConfig())
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=1e-4, weight_decay=0.2)
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16"
@@ -120,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--latent-size", type=int, default=16)
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "fp32", "bf16-no-autocast"), default="bf16")
     parser.add_argument("--top", type=int, default=15, help="origins listed per kind")
     args = parser.parse_args()
     torch.set_num_threads(1)
