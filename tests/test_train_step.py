@@ -249,3 +249,21 @@ def test_min_timestep_floors_the_drawn_timesteps_and_zero_keeps_the_papers_draws
         CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(), TripletConfig(min_timestep=steps)).draw(batch, gens(0))
     with pytest.raises(ValueError, match="min_timestep must be >= 0"):
         TripletConfig(min_timestep=-1)
+
+
+def test_codes_stay_fp32_when_the_batch_is_bf16():
+    """f trains in fp32: a bf16 batch must not round z (the noises follow the latents' dtype)."""
+    from cocoins.method.losses import LossConfig
+    from cocoins.method.triplets import TripletConfig
+    from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator
+
+    step = CocoinsStep(None, None, DenoiserSpec(torch.linspace(0.99, 0.01, 10), "epsilon"), 4, LossConfig(),
+                       TripletConfig())
+    batch = Batch(torch.zeros(2, 4, 2, 2, dtype=torch.bfloat16), torch.ones(2, 1, 2, 2),
+                  torch.zeros(2, 6), ["a <subj1>man</subj1>"] * 2, ["the <subj1>man</subj1>"] * 2, torch.arange(2))
+    z1, z2, eps1, eps2, t = step.draw(batch, [sample_generator(0, i) for i in range(2)])
+    assert z1.dtype == z2.dtype == torch.float32 and eps1.dtype == eps2.dtype == torch.bfloat16
+    fp32 = step.draw(Batch(batch.latents.float(), *[getattr(batch, f) for f in
+                                                    ("masks", "time_ids", "captions1", "captions2", "identities")]),
+                     [sample_generator(0, i) for i in range(2)])
+    assert torch.equal(z1, fp32[0]) and torch.equal(z2, fp32[1])

@@ -145,8 +145,12 @@ class CocoinsStep:
             eps2.append(torch.randn(batch.latents.shape[1:], generator=g))
             t.append(torch.randint(self.triplet_config.min_timestep, steps, (), generator=g))
         device, dtype = batch.latents.device, batch.latents.dtype
-        floats = tuple(torch.stack(v).to(device, dtype) for v in (z1, z2, eps1, eps2))
-        return (*floats, torch.stack(t).to(device))
+        # The codes feed f, which trains in fp32 (or wider): a bf16 batch must not round z (nor, without
+        # autocast, hand f a bf16 input). The noises share the latents' dtype.
+        code_dtype = torch.promote_types(dtype, torch.float32)
+        codes = tuple(torch.stack(v).to(device, code_dtype) for v in (z1, z2))
+        noises = tuple(torch.stack(v).to(device, dtype) for v in (eps1, eps2))
+        return (*codes, *noises, torch.stack(t).to(device))
 
     def _encode_triplets(self, mapper: torch.nn.Module, batch: Batch, z1: torch.Tensor, z2: torch.Tensor):
         """Eqs. 3-5: w = f(z), then ê*, ê+, ê- through the text encoders, once per distinct (caption, code)."""
