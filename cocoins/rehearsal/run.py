@@ -105,9 +105,12 @@ def build_models(config: RehearsalConfig) -> dict:
                  "grounding_dino": str(build_tiny_grounding_dino(target / "grounding-dino", config.seed)),
                  "sam2_checkpoint": "random", "sam2_overrides": None, "clip": None, "fid": None}
     else:
-        from cocoins.rehearsal.architectures import build_all
+        from cocoins.rehearsal.architectures import sam2_overrides
+        from cocoins.rehearsal.build import build_all
 
-        built = dict(build_all(target, config.depth, config.seed))
+        built = dict(build_all(target, config.depth, config.seed, device=config.device))
+        built["fid"] = built.pop("fid_weights")
+        built["sam2_overrides"] = sam2_overrides(config.depth)
     built["_depth"] = config.depth
     record.write_text(json.dumps(built, indent=2))
     return built
@@ -143,7 +146,7 @@ def overrides(config: RehearsalConfig, models: dict, data_root: Path, host: str)
                  "steps": 2, "resolution": config.resolution, "batch_size": 2, "bootstrap_resamples": 20,
                  "neighbor_codes": 2, "interpolation_steps": 2, "face_backend": "none", "arcface_dir": None,
                  "dreamsim_cache": None, "clip_model": models.get("clip"), "fid_weights": models.get("fid"),
-                 "strict": bool(models.get("clip") and models.get("fid")), "device": device},
+                 "strict": False, "device": device},   # ArcFace and DreamSim cannot be built here: null
         "launch": {"data": run, "train": run, "evaluate": run},
     }
 
