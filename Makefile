@@ -11,7 +11,7 @@ export DVC_NO_ANALYTICS := 1
 repro test test-fast bench rehearse: export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # The CPU's own kernels by default; `COCOINS_CPU_KERNELS=pinned make repro` runs every stage on the pinned ones
-# (cocoins/runtime.py, CPU_KERNEL_PINS: the same bits on another x86-64 CPU, 1.5x the UNet's step time).
+# (cocoins/runtime.py, CPU_KERNEL_PINS: the same bits across simulated CPUs on one machine, not across real CPU models: docs/reproducibility.md).
 # sam2 builds a CUDA extension unless told not to; the Python package is all we need.
 export SAM2_BUILD_CUDA := 0
 

@@ -65,7 +65,7 @@ def effect_passes(differences: list[float], floor: float) -> bool:
 
 
 # Floors on the mean paired difference. Not yet measured against the untrained arm (issue 27's two runs on a
-# loaded 2-core machine did not finish: docs/_from_issue27.md); set from the gains over the base measured before:
+# loaded 2-core machine did not finish: docs/testing.md); set from the gains over the base measured before:
 # Portraits Sim +0.055 (40-token window, AVX-512 EPYC: +0.061, +0.009, +0.095) and +0.088 (77 tokens, AVX2 EPYC),
 # Scenes trait agreement +0.010 (+0.007, +0.014, +0.009) and +0.062: floors of about a third and a half of the
 # smaller ones. The untrained arm's own gain over the base comes out of these, so they may need to come down

@@ -1,5 +1,5 @@
 """Make CUDA look available to the project's code in every Python process started with this folder on PYTHONPATH,
-to check that the tests pinned to the CPU stay there on a machine with a GPU (docs/_from_issue27.md):
+to check that the tests pinned to the CPU stay there on a machine with a GPU (docs/testing.md):
 
     COCOINS_FAKE_CUDA=1 PYTHONPATH=tests/fake_cuda:. python -m pytest tests/test_pipeline_dvc.py
 
