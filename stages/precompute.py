@@ -28,7 +28,7 @@ from cocoins.data.tags import parse_tagged
 from cocoins.data.window import load_tokenizers, window_reasons
 from cocoins.data.workdir import KEY, Dist, WorkDir, result_config, row_keys, run_chunked, stage_device
 from cocoins.io import atomic_dir, atomic_path, read_parquet, write_parquet
-from cocoins.runtime import print_summary, run_stage, seed_everything
+from cocoins.runtime import UserError, print_summary, run_stage, seed_everything
 from cocoins.sdxl.load import resolve_model
 
 BASE = Path("models/base")
@@ -78,6 +78,9 @@ def main() -> None:
                        dtype=str)
     skipped.update(window[window != ""].tolist())
     rows = rows[(window == "").to_numpy()].reset_index(drop=True)
+    if rows.empty:   # nothing to encode: train would have no data, so say which stage dropped what, now
+        raise UserError(f"precompute: no image is left to encode ({dict(skipped)}); see the reasons in "
+                        "data/subjects.parquet and data/tagged.parquet")
     rows[KEY] = row_keys(rows, INPUT)
     work = WorkDir.open(WORK, result_config(p) | {"base_vae": base_vae_fingerprint()}, dist)
     device = stage_device(p.device, dist)
