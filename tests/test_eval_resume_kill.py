@@ -5,13 +5,13 @@ run's. evaluate renders through the very same loop (`cocoins.eval.render_run.ren
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from kill_helper import kill_when
 
 from cocoins.eval.prompt_sets import builtin_scene_prompts, identity_table, portrait_prompts
 from cocoins.io import write_parquet
@@ -62,14 +62,7 @@ def test_sigkill_then_rerun_renders_the_rest_with_the_same_bytes(template, tmp_p
     first = stage(straight)
     victim = stage(killed)
     done = killed / "data/work/render_base/batches"
-    deadline = time.monotonic() + 240
-    while len(list(done.glob("batch-*.json"))) < 2:
-        assert victim.poll() is None, "render_base exited before two batches:\n" + victim.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no two render batches after 240 s"
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=60)
-    assert victim.returncode == -signal.SIGKILL
+    kill_when(victim, lambda: len(list(done.glob("batch-*.json"))) >= 2, "two render batches")
     assert not (killed / "data/renders/base").exists(), "the run finished before the kill; render more batches"
     kept = len(list(done.glob("batch-*.json")))
     straight_out = finish(first)

@@ -4,15 +4,15 @@ uninterrupted run's bit for bit, and so do the training curves."""
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from kill_helper import kill_when
 
 from cocoins.method.mapper import WEIGHTS_NAME
 from cocoins.sdxl.tiny import save_tiny_sdxl
@@ -62,14 +62,8 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(template, tmp_path):
     first = train(straight)   # both start together: the two CPUs overlap their start-up
 
     victim = train(killed)
-    deadline = time.monotonic() + 240
-    while not list((killed / "models" / "checkpoints").glob("step-*/state.json")):
-        assert victim.poll() is None, "train exited before writing a checkpoint:\n" + victim.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint after 240 s"
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=60)
-    assert victim.returncode == -signal.SIGKILL
+    kill_when(victim, lambda: bool(list((killed / "models" / "checkpoints").glob("step-*/state.json"))),
+              "a checkpoint")
     assert not (killed / "models" / "mapper").exists(), "the run finished before the kill; raise STEPS"
     saved = sorted(p.name for p in (killed / "models" / "checkpoints").glob("step-*"))
     finish(first)
