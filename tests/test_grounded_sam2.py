@@ -127,6 +127,22 @@ def test_overlapping_face_boxes_count_one_face():
     assert distinct_faces(half) == 2 and distinct_faces(half, iou=0.49) == 1
 
 
+def test_duplicate_subject_boxes_reach_sam2_once(monkeypatch):
+    """The subject's duplicate queries (IoU 0.75) go to SAM 2 as one box, the higher-scoring one."""
+    subject, subject_and_hair = [100, 100, 200, 220], [95, 80, 205, 225]
+    seen = []
+
+    class Sam:
+        def union_masks(self, images, boxes):
+            seen.extend(b.tolist() for b in boxes)
+            return [np.ones(im.shape[:2], bool) for im in images]
+
+    detector = FixedDetections(Detections(np.array([subject_and_hair, subject], np.float32), np.array([0.6, 0.9]),
+                                          ["man", "man"]))
+    [(mask, reason)] = GroundedSam2Masker(detector, Sam()).mask_batch([Image.new("RGB", (400, 300))], [["man"]])
+    assert seen == [[subject]] and reason == "" and mask.max() == 255
+
+
 def fake_detect(self, images, prompts, box_threshold, text_threshold):
     """Known boxes: the subject prompt gets the central box; "face." gets one face box per drawn face."""
     out = []

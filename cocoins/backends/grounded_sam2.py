@@ -199,7 +199,8 @@ class GroundedSam2Masker:
             return out
         dets = self.detector.detect([images[k] for k in todo], [detection_prompt(phrases[k]) for k in todo],
                                     self.box_threshold, self.text_threshold)
-        boxes = [matching(d, phrases[k]).boxes for k, d in zip(todo, dets)]
+        # Duplicate boxes of one subject draw the same mask: SAM 2 decodes each object once.
+        boxes = [distinct_boxes(matching(d, phrases[k])).boxes for k, d in zip(todo, dets)]
         arrays = [np.array(images[k].convert("RGB")) for k in todo]   # writable: SAM 2 wraps it in a tensor
         for k, b, m in zip(todo, boxes, self.sam.union_masks(arrays, boxes)):
             if not len(b):
@@ -213,25 +214,32 @@ class GroundedSam2Masker:
 
 # Grounding DINO's queries are not deduplicated (DETR-style models have no NMS of their own), and for a face it
 # often returns the face and a slightly larger face-and-hair box; counted as they come, one face is two, and a
-# single-person image is dropped as a group photo. Boxes overlapping more than this (IoU) are one face: 0.5 is
-# the usual detection threshold, and two real faces next to each other overlap far less (side by side: 0).
-FACE_NMS_IOU = 0.5
+# single-person image is dropped as a group photo. Boxes overlapping more than this (IoU) are one object: 0.5 is
+# the usual detection threshold, and two real faces next to each other overlap far less (side by side: 0). The
+# subject boxes get the same treatment: SAM 2 decodes each object once, not once per duplicate query.
+BOX_NMS_IOU = 0.5
 
 
-def distinct_faces(det: Detections, iou: float = FACE_NMS_IOU) -> int:
-    """How many faces `det`'s face boxes show: non-maximum suppression by score, then count."""
+def distinct_boxes(det: Detections, iou: float = BOX_NMS_IOU) -> Detections:
+    """`det` after non-maximum suppression by score: one box per object, highest score first."""
     if not len(det.boxes):
-        return 0
+        return det
     from torchvision.ops import nms
 
-    return len(nms(torch.as_tensor(det.boxes, dtype=torch.float32), torch.as_tensor(det.scores, dtype=torch.float32),
-                   iou))
+    keep = nms(torch.as_tensor(det.boxes, dtype=torch.float32), torch.as_tensor(det.scores, dtype=torch.float32),
+               iou).tolist()
+    return Detections(det.boxes[keep].reshape(-1, 4), det.scores[keep], [det.labels[k] for k in keep])
+
+
+def distinct_faces(det: Detections, iou: float = BOX_NMS_IOU) -> int:
+    """How many faces `det`'s face boxes show: non-maximum suppression by score, then count."""
+    return len(distinct_boxes(det, iou).boxes)
 
 
 @dataclass
 class GroundingFaceCounter:
     """Faces = Grounding DINO boxes for "face" over `threshold` (labelled "face" by the text threshold), one per
-    face after non-maximum suppression (FACE_NMS_IOU)."""
+    face after non-maximum suppression (BOX_NMS_IOU)."""
     detector: Detector
     threshold: float = 0.35
     text_threshold: float = 0.25
