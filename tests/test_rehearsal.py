@@ -15,7 +15,7 @@ from cocoins.backends.chat import OllamaChat
 from cocoins.backends.llm_taggers import SCHEMA, tag_messages
 from cocoins.backends.taggers import TagResult, validate_pair
 from cocoins.config import parse_params
-from cocoins.eval.scene_prompts import SCENES_SCHEMA, parse_scenes, scene_problem
+from cocoins.eval.scene_prompts import SCENES_SCHEMA, first_instruction, parse_scenes, scene_problem
 from cocoins.rehearsal.ollama_standin import OllamaStandIn, tag_first_word
 from cocoins.rehearsal.run import PROFILE, RehearsalConfig, overrides
 from cocoins.tools.profile import merge, read_profile
@@ -31,7 +31,9 @@ def test_standin_tags_through_the_real_client_and_passes_validation():
         assert reply == {"caption1": "zx 12 quorn blip".replace("zx", "<subj1>zx</subj1>", 1),
                          "caption2": "  <subj1>Quorn</subj1>, blip zx"}
         assert validate_pair(*pair, TagResult(reply["caption1"], reply["caption2"], attempts=1)) == ""
-        scenes = parse_scenes(chat.chat([{"role": "user", "content": "Fifty scenes of a <subj1>girl</subj1>."}],
+        # The prompts stage's own first turn, whose tagging rule shows a blank "<subj1> </subj1>" before the
+        # example that names the subject.
+        scenes = parse_scenes(chat.chat([{"role": "user", "content": first_instruction("girl", 50)}],
                                         schema=SCENES_SCHEMA))
         assert len(scenes) == 2 and all(scene_problem(s) == "" and "<subj1>girl</subj1>" in s for s in scenes)
         # An unknown model answers 404, as ollama does for a model that is not pulled.

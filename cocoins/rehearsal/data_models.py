@@ -31,6 +31,9 @@ DETECTION_WORDS = ("face", "a", "an", "the", "man", "woman", "person", "boy", "g
                    "guy", "kid", "baby", "people", "young", "old", "older", "elderly", "little", "teenager", "teen",
                    "adult", "male", "female", "doctor", "student", "he", "she", "his", "her", "with", "hair")
 BERT_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",")
+# BERT's vocabulary holds every single letter. The random captioner writes " w<id>" words, whose letter w the
+# stand-in tagger marks as the subject; without the letters that subject would read as [UNK] and match no box.
+LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
 
 
 def llava_tokenizer(vocab_size: int):
@@ -84,7 +87,7 @@ def build_grounding_dino(out_dir: str | Path, depth: str, seed: int = 0,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
     backbone, text, head = arch.grounding_dino_configs(depth)
-    words = BERT_SPECIAL + DETECTION_WORDS
+    words = BERT_SPECIAL + DETECTION_WORDS + tuple(w for w in LETTERS if w not in DETECTION_WORDS)
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(**arch.GROUNDING_DINO_IMAGE_PROCESSOR), tokenizer=tokenizer)

@@ -17,7 +17,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _FIRST_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
-_SUBJECT = re.compile(r"<subj1>([^<]+)</subj1>")
+# A named subject, not the blank "<subj1> </subj1>" of the instruction's tagging rule.
+_SUBJECT = re.compile(r"<subj1>\s*([^<\s][^<]*?)\s*</subj1>")
 
 
 def tag_first_word(caption: str) -> str:
@@ -47,9 +48,10 @@ def answer(body: dict, scenes_per_turn: int) -> str:
 
 
 class OllamaStandIn:
-    """`with OllamaStandIn(model, scenes_per_turn) as server:` serves on `server.host` until the block ends."""
+    """`with OllamaStandIn(model, scenes_per_turn) as server:` serves on `server.host` until the block ends
+    (on `port`; 0: a free one)."""
 
-    def __init__(self, model: str, scenes_per_turn: int = 2):
+    def __init__(self, model: str, scenes_per_turn: int = 2, port: int = 0):
         self.model, self.scenes_per_turn, self.requests = model, scenes_per_turn, 0
         outer = self
 
@@ -80,7 +82,7 @@ class OllamaStandIn:
                 else:
                     self._reply(404, {"error": f"no route {self.path}"})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "full-scale.yaml"
 TAGGER_MODEL = "llama3.1:8b"
 SUMMARY = re.compile(r"^\[(\w+)\] kept (\d+), skipped (\d+)", re.M)
+SKIPPED = re.compile(r"Stage '[\w@-]+' didn't change, skipping")
 # The paper's run (Section 4.2, Table 7), for the extrapolation: what each stage processes.
 PAPER_ITEMS = {"caption": 20000, "tag": 20000, "mask": 20000, "precompute": 20000, "train": 5000}
 
@@ -55,6 +57,7 @@ class RehearsalConfig:
     resolution: int = 256         # SDXL px for precompute, train and evaluate (the paper's: 1024)
     train_steps: int = 2
     seed: int = 0
+    resume: bool = False          # keep OUT/project and go on from its first stage that is not up to date
 
 
 @dataclass
@@ -134,7 +137,10 @@ def overrides(config: RehearsalConfig, models: dict, data_root: Path, host: str)
         "caption": {"model": models["llava"], "max_new_tokens": 8, "batch_size": 2, "chunk_size": chunk,
                     "device": device},
         "tag": {"host": host, "model": TAGGER_MODEL, "retry_wait": 0.1, "batch_size": 2, "chunk_size": chunk},
-        "mask": {"detector": models["grounding_dino"], "sam2_checkpoint": models["sam2_checkpoint"],
+        # Random Grounding DINO weights find about 150 distinct "faces" per portrait (CPU probe, reduced depth);
+        # max_faces lets those images through, so that the stages after mask run on them. The counter itself
+        # runs as at full scale (same model, prompt, thresholds and NMS).
+        "mask": {"detector": models["grounding_dino"], "sam2_checkpoint": models["sam2_checkpoint"], "max_faces": 100000,
                  "sam2_overrides": models.get("sam2_overrides"), "batch_size": 2, "chunk_size": chunk,
                  "device": device},
         "models": {"sdxl": models["sdxl"]},
@@ -162,6 +168,11 @@ def scratch_project(dest: Path, env: dict) -> None:
             shutil.copy2(source, dest / name)
     subprocess.run("git init -q && git add -A && git commit -qm rehearsal", shell=True, cwd=dest, env=env,
                    check=True)
+
+
+def _earlier_stages(record: Path) -> list[dict]:
+    """The stage rows of an earlier run's rehearsal.json (none if there is none)."""
+    return json.loads(record.read_text())["stages"] if record.is_file() else []
 
 
 def dvc_stages(project: Path) -> list[str]:
@@ -257,8 +268,13 @@ def rehearse(config: RehearsalConfig) -> dict:
     config.out = config.out.resolve()
     config.out.mkdir(parents=True, exist_ok=True)
     project = config.out / "project"
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir()
+    resume = config.resume and (project / "dvc.yaml").is_file()
+    # Resuming, the stand-in serves on the port the project's params name, so that no stage's params change.
+    port = urlparse(yaml.safe_load((project / "params.yaml").read_text())["tag"]["host"]).port if resume else 0
+    earlier = {r["stage"]: r for r in _earlier_stages(config.out / "rehearsal.json")} if resume else {}
+    if not resume:
+        shutil.rmtree(project, ignore_errors=True)
+        project.mkdir()
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "PYTHONPATH": str(project),
            "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(config.out / "hf"),
@@ -268,8 +284,9 @@ def rehearse(config: RehearsalConfig) -> dict:
         env.update(OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // config.processes)), CUDA_VISIBLE_DEVICES="")
     models = build_models(config)
     data_root = write_portraits(config)
-    scratch_project(project, env)
-    with OllamaStandIn(TAGGER_MODEL, scenes_per_turn=2) as ollama:
+    if not resume:
+        scratch_project(project, env)
+    with OllamaStandIn(TAGGER_MODEL, scenes_per_turn=2, port=port) as ollama:
         apply_mapping(merge(read_profile(PROFILE), overrides(config, models, data_root, ollama.host)),
                       project / "params.yaml")
         pre = subprocess.run([sys.executable, "-m", "cocoins.preflight"], cwd=project, env=env,
@@ -278,6 +295,9 @@ def rehearse(config: RehearsalConfig) -> dict:
         if pre.returncode == 0:
             for stage in dvc_stages(project):
                 runs.append(run_stage(stage, project, env, config.device == "cuda"))
+                if SKIPPED.search(runs[-1].tail) and stage in earlier:   # done before: keep what it measured
+                    runs[-1] = StageRun(**{k: earlier[stage].get(k) for k in StageRun.__dataclass_fields__
+                                           if k != "tail"}, tail=runs[-1].tail)
                 print(f"[rehearsal] {stage}: rc {runs[-1].returncode}, {runs[-1].seconds} s, "
                       f"peak RSS {runs[-1].peak_rss_gib} GiB", flush=True)
                 if runs[-1].returncode:
@@ -305,9 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--train-steps", type=int, default=2)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep OUT/project and go on from its first stage that is not up to date")
     args = parser.parse_args(argv)
     report = rehearse(RehearsalConfig(args.out, args.depth, args.device, args.processes, args.images,
-                                      args.resolution, args.train_steps))
+                                      args.resolution, args.train_steps, resume=args.resume))
     print(markdown(report))
     return 0 if report["ok"] else 1
 
