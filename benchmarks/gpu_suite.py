@@ -9,7 +9,9 @@ one JSON and one Markdown table to --out. Nothing is asserted: the targets are r
 What it measures (the same numbers on any card; MFU against the card's dense bf16 peak from PEAK_BF16_TFLOPS,
 and against an 8192^3 bf16 matrix product measured in the same run):
 - train: `CocoinsStep` (benchmarks/train_step_fullsize.py: SDXL base's UNet and both text encoders from their
-  published configs, bf16 frozen weights, fp32 mapper) at 512 and 1024 px over a batch sweep, with and without
+  published configs, bf16 frozen weights run without autocast as the train loop runs them, fp32 mapper) at 512
+  and 1024 px over a batch sweep (or, --train-sweep before-after, three settings with and without the bf16
+  autocast the step ran under before issue 26), with and without
   gradient checkpointing, SDPA against diffusers' plain attention processor, and `torch.compile` of the UNet
   at one setting when enough of the budget is left. FLOPs per step: torch.utils.flop_counter on one real step
   (model FLOPs: no recomputation; with checkpointing the recomputed FLOPs are reported as hardware FLOPs).
@@ -40,6 +42,15 @@ command, carrying .whl (timeout 600 s):
 
 and commit $OUT/gpu_suite/* as benchmarks/results/gpu_suite-<card>.{json,md}.
 
+A short session runs only the parts asked (--parts). Issue 26's before / after (the train step with and without
+autocast in one process, its profile, generation against stock; about 4 minutes on an H200 once the wheels are
+installed; timeout 480 s), results in benchmarks/results/step_casts.md:
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+      && export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 \
+      && python3 benchmarks/gpu_suite.py --out $OUT/gpu_suite --parts train,profile,generate \
+           --train-sweep before-after --budget-s 400
+
 One job per file: this one runs the parts and writes the report; gpu_train.py (train step, profile),
 gpu_generate.py (generation) and gpu_device.py (peaks, memory, budget) hold the parts; data prep is
 benchmarks/data_prep.py.
@@ -67,8 +78,8 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 import data_prep  # noqa: E402
 from gpu_device import PEAK_BF16_TFLOPS, Budget, datasheet_peak, measure_matmul, release  # noqa: E402,F401
 from gpu_generate import bench_generate  # noqa: E402
-from gpu_train import (FULL_COMPILE, FULL_TRAIN, TINY_TRAIN, TrainBench, TrainSetting,  # noqa: E402,F401
-                       bench_profile, bench_train, setting_fields)
+from gpu_train import (BEFORE_AFTER, FULL_COMPILE, FULL_TRAIN, TINY_BEFORE_AFTER, TINY_TRAIN,  # noqa: E402,F401
+                       TrainBench, TrainSetting, bench_profile, bench_train, setting_fields)
 
 # What the lent machine lacks, pinned as in pyproject.toml / the venv (open_clip: only its CLIP BPE file).
 CARRIED_WHEELS = ("diffusers==0.42.1", "importlib_metadata==10.2.0", "sam2==1.1.0", "hydra-core==1.3.8",
@@ -126,7 +137,8 @@ def run_part(results: dict, name: str, fn):
 
 
 def targets(results: dict, tiny: bool) -> list[dict]:
-    rows = [r for r in results.get("train", {}).get("rows", []) if r.get("resolution") == (32 if tiny else 1024)]
+    rows = [r for r in results.get("train", {}).get("rows", [])
+            if r.get("resolution") == (32 if tiny else 1024) and not r.get("autocast")]   # the project's path
     mfus = [r["mfu"] for r in rows if r.get("mfu") is not None]
     ratio = results.get("generate", {}).get("project_over_stock")
     return [{"name": "train step MFU at 1024 px (best setting)", "target": ">= 0.45",
@@ -160,13 +172,13 @@ def markdown(report: dict) -> str:
     if "error" in train:
         lines.append(f"error: {train['error']}")
     else:
-        lines += ["| px | batch | checkpointing | attention | compile | samples/s | s/step | model TFLOP/step | "
-                  "TFLOP/s | MFU | MFU vs matmul | peak GiB | note |", "|" + "---|" * 13]
+        lines += ["| px | batch | checkpointing | attention | compile | autocast | samples/s | s/step | "
+                  "model TFLOP/step | TFLOP/s | MFU | MFU vs matmul | peak GiB | note |", "|" + "---|" * 14]
         for r in train.get("rows", []):
             note = r.get("skipped") or ("out of memory" if r.get("out_of_memory") else
                                         (f"compile {r['compile_s']} s" if "compile_s" in r else ""))
             lines.append(f"| {r['resolution']} | {r['batch']} | {fmt(r['checkpointing'])} | {r['attention']} | "
-                         f"{fmt(r['compile'])} | {fmt(r.get('samples_per_s'))} | {fmt(r.get('step_s'))} | "
+                         f"{fmt(r['compile'])} | {fmt(r.get('autocast', False))} | {fmt(r.get('samples_per_s'))} | {fmt(r.get('step_s'))} | "
                          f"{fmt(r.get('model_tflop_per_step'))} | {fmt(r.get('achieved_tflops'))} | "
                          f"{fmt(r.get('mfu'))} | {fmt(r.get('mfu_vs_measured_matmul'))} | "
                          f"{fmt(r.get('peak_memory_gib'))} | {note} |")
@@ -235,7 +247,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="folder for gpu_suite.json and gpu_suite.md")
     parser.add_argument("--tiny", action="store_true", help="tiny configs on the CPU (tests this script)")
     parser.add_argument("--device", default=None, help="default: cuda, or cpu with --tiny")
-    parser.add_argument("--parts", default="train,profile,generate,dataprep,compile")
+    parser.add_argument("--parts", default="train,profile,generate,dataprep,compile",
+                        help="the parts to run, comma-separated (e.g. train,generate for a short session)")
+    parser.add_argument("--train-sweep", choices=("full", "before-after"), default="full",
+                        help="train settings: the batch sweep, or before-after: 1024 px batch 4 and 6 and 512 px "
+                             "batch 16, each with bf16 autocast (the path before issue 26) and without (the loop's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 with --tiny: two threads on busy cores spin)")
     parser.add_argument("--budget-s", type=float, default=450.0, help="wall-clock budget for the whole suite")
@@ -294,9 +310,10 @@ def main(argv=None) -> dict:
             benches["bench"] = TrainBench(args.tiny, device, dtype, steps, warmup)
         return benches["bench"]
 
+    sweeps = {"full": TINY_TRAIN if args.tiny else FULL_TRAIN,
+              "before-after": TINY_BEFORE_AFTER if args.tiny else BEFORE_AFTER}
     if "train" in parts:   # leaves 150 s of the budget to the parts after it
-        run_part(results, "train", lambda: {"rows": bench_train(train_bench(),
-                                                                 TINY_TRAIN if args.tiny else FULL_TRAIN, budget,
+        run_part(results, "train", lambda: {"rows": bench_train(train_bench(), sweeps[args.train_sweep], budget,
                                                                  0.0 if args.tiny else 150.0, peaks)})
         write_report()
     if "profile" in parts:

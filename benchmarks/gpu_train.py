@@ -3,7 +3,6 @@ with MFU, and a profile of where one step's time goes (benchmarks/gpu_suite.py r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -28,6 +27,7 @@ class TrainSetting:
     checkpointing: bool = False
     attention: str = "sdpa"      # sdpa | plain (diffusers' AttnProcessor: softmax(QK^T)V materialised)
     compile: bool = False
+    autocast: bool = False       # bf16 autocast around the step: the path before issue 26 (for before / after)
 
 
 FULL_TRAIN = (TrainSetting(512, 8), TrainSetting(512, 16), TrainSetting(512, 24), TrainSetting(512, 32, True),
@@ -36,6 +36,10 @@ FULL_TRAIN = (TrainSetting(512, 8), TrainSetting(512, 16), TrainSetting(512, 24)
 FULL_COMPILE = TrainSetting(1024, 4, compile=True)   # the largest batch that fits without checkpointing
 # --tiny: the code paths only (the batch sweep is the GPU run's)
 TINY_TRAIN = (TrainSetting(32, 2), TrainSetting(32, 2, True), TrainSetting(32, 2, attention="plain"))
+# --train-sweep before-after: the loop's path (no autocast) against the path before issue 26 (autocast), alternating
+BEFORE_AFTER = tuple(TrainSetting(px, b, autocast=a) for px, b in ((1024, 4), (1024, 6), (512, 16))
+                     for a in (True, False))
+TINY_BEFORE_AFTER = (TrainSetting(32, 2, autocast=True), TrainSetting(32, 2))
 
 
 
@@ -47,7 +51,7 @@ def set_attention(unet, kind: str) -> None:
 
 def setting_fields(setting: TrainSetting) -> dict:
     return {"resolution": setting.resolution, "batch": setting.batch, "checkpointing": setting.checkpointing,
-            "attention": setting.attention, "compile": setting.compile}
+            "attention": setting.attention, "compile": setting.compile, "autocast": setting.autocast}
 
 
 class TrainBench:
@@ -70,11 +74,10 @@ class TrainBench:
         spec = DenoiserSpec(scheduler.alphas_cumprod.to(device, torch.float32), scheduler.config.prediction_type)
         torch.manual_seed(0)
         self.mapper = Mapper(mapper_config).to(device)   # fp32 and trained, as in the train stage
-        self.unet, self.tiny, self.device, self.steps, self.warmup = unet, tiny, device, steps, warmup
+        self.unet, self.tiny, self.device, self.dtype, self.steps, self.warmup = unet, tiny, device, dtype, steps, warmup
         self.step_fn = CocoinsStep(unet, PromptEncoder(tok1, tok2, te1, te2), spec, mapper_config.code_dim,
                                    LossConfig(), TripletConfig())
-        self.autocast = ((lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32
-                         else contextlib.nullcontext)
+        self.autocast = fullsize.step_autocast(device, dtype)   # as the train loop: none for bf16 towers
         self.counts: dict[tuple[int, bool], tuple[float, float]] = {}   # (latent, checkpointing) -> f(1), f(2)
 
     def step_tflop(self, latent: int, batch: int) -> float:
@@ -99,6 +102,8 @@ class TrainBench:
         set_attention(self.unet, setting.attention)
         row["model_tflop_per_step"] = self.step_tflop(latent, setting.batch)
         optimizer = torch.optim.AdamW(self.mapper.parameters(), lr=1e-4, weight_decay=0.2)
+        autocast = fullsize.step_autocast(self.device, self.dtype, setting.autocast)
+        row["autocast"] = setting.autocast and self.dtype != torch.float32   # fp32 towers (tiny CPU): none ran
         try:
             if setting.checkpointing:
                 self.unet.enable_gradient_checkpointing()
@@ -106,11 +111,11 @@ class TrainBench:
             if setting.compile:
                 self.step_fn.unet = torch.compile(self.unet)
                 start = time.perf_counter()
-                fullsize.run_step(self.step_fn, self.mapper, optimizer, batch, 0, self.autocast)
+                fullsize.run_step(self.step_fn, self.mapper, optimizer, batch, 0, autocast)
                 sync(self.device)
                 row["compile_s"] = round(time.perf_counter() - start, 1)
             step_s = fullsize.time_steps(self.step_fn, self.mapper, optimizer, batch,
-                                         SimpleNamespace(warmup=self.warmup, steps=self.steps), self.autocast,
+                                         SimpleNamespace(warmup=self.warmup, steps=self.steps), autocast,
                                          self.device.type == "cuda")
         finally:
             self.step_fn.unet = self.unet

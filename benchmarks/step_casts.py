@@ -1,14 +1,16 @@
-"""Casts and copies per train step at the tiny size, with the full-size run's precision (issue 26, ask 1).
+"""Casts and copies per train step at the tiny size, with the full-size run's precision (issue 26).
 
-    python benchmarks/step_casts.py                      # batch 4, latents 16 px, bf16 towers + bf16 autocast
-    python benchmarks/step_casts.py --precision fp32     # the mini-world's own precision (no autocast)
+    python benchmarks/step_casts.py                              # batch 4, latents 16 px, bf16 towers (the loop's path)
+    python benchmarks/step_casts.py --precision bf16-autocast    # bf16 towers + bf16 autocast (the path before issue 26)
+    python benchmarks/step_casts.py --precision fp32             # the mini-world's own precision (no autocast)
 
-The same path as `stages/train.py` + `cocoins/training/loop.py` at full size: frozen towers stored in bf16,
-the mapper in fp32, `torch.autocast(bf16)` around the step (accelerate's autocast), then backward. One
-warm-up step, then one step under `torch.profiler` on the CPU. Counted: casts (aten::to, aten::_to_copy) and
-copies (aten::copy_), per step, grouped by the step's phase (record_function labels in
-cocoins/training/step.py) and by the nearest project / diffusers / transformers frame of their call stack.
-Prints numbers only; nothing is asserted.
+The same path as `stages/train.py` + `cocoins/training/loop.py` at full size: frozen towers stored in bf16, the
+mapper in fp32, and autocast as `cocoins.training.loop.tower_autocast` says for the towers' dtype (off for bf16
+towers; `bf16-autocast` forces it on, as accelerate's autocast did before), then backward. One warm-up step, then
+one step under `torch.profiler` on the CPU. Counted: casts (aten::to, aten::_to_copy) and copies (aten::copy_),
+per step, grouped by the step's phase (record_function labels in cocoins/training/step.py) and by the nearest
+project / diffusers / transformers frame of their call stack; and the text encoders' forward calls per step, with
+the rows they encode. Prints numbers only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from train_step import build, one_step  # noqa: E402
 
 from cocoins.method.losses import LossConfig  # noqa: E402
 from cocoins.method.triplets import TripletConfig  # noqa: E402
+from cocoins.training.loop import tower_autocast  # noqa: E402
 from cocoins.training.step import CocoinsStep  # noqa: E402
 
 CASTS = ("aten::to", "aten::_to_copy")
@@ -52,22 +55,26 @@ def origin(stack: list[str]) -> str:
 def count(args) -> dict:
     args.device, args.latent_size = "cpu", args.latent_size
     pipe, encoder, mapper, spec, batch = build(args)
-    if args.precision in ("bf16", "bf16-no-autocast"):
-        pipe.to(dtype=torch.bfloat16)   # stages/train.py on CUDA: frozen weights in the autocast dtype
-    if args.precision == "bf16-no-autocast":   # the proposed change: bf16 batch, no autocast, fp32 mapper
-        batch.latents, batch.time_ids = batch.latents.bfloat16(), batch.time_ids.bfloat16()
+    towers = torch.float32 if args.precision == "fp32" else torch.bfloat16
+    pipe.to(dtype=towers)   # stages/train.py on CUDA: frozen weights in the mixed-precision dtype
     step_fn = CocoinsStep(pipe.unet, encoder, spec, 256, LossConfig(), TripletConfig())
     optimizer = torch.optim.AdamW(mapper.parameters(), lr=1e-4, weight_decay=0.2)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16"
-                else contextlib.nullcontext())
+    autocasts = args.precision == "bf16-autocast" or (args.precision == "bf16" and tower_autocast(towers).enabled)
+    text_calls = collections.Counter()
+    for k, text_encoder in enumerate((pipe.text_encoder, pipe.text_encoder_2)):
+        text_encoder.register_forward_pre_hook(
+            lambda m, a, kw, k=k: text_calls.update({f"calls {k + 1}": 1, f"rows {k + 1}": len(a[0])}),
+            with_kwargs=True)
 
     def step(k):
-        with autocast:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if autocasts else contextlib.nullcontext():
             return one_step(step_fn, mapper, optimizer, batch, k, 3)
 
     step(0)
+    text_calls.clear()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=False, with_stack=True) as prof:
         step(1)
+    text_encoder_calls = dict(text_calls)
     events = prof.events()
     # Phase of each op: the record_function range that encloses it (by time interval on the same thread).
     ranges = [(e.name, e.time_range.start, e.time_range.end) for e in events if e.name in PHASES]
@@ -101,7 +108,8 @@ def count(args) -> dict:
     # autocast with the Python frame that asked for it (backward ops run in the autograd engine: no frame).
     with OriginCounter() as counter:
         step(2)  # a third step: the origins of its ops (counts match the profiled step's forward)
-    return {"totals": totals, "by_phase": by_phase, "by_op": by_op, "by_origin": counter.counts}
+    return {"totals": totals, "by_phase": by_phase, "by_op": by_op, "by_origin": counter.counts,
+            "text_encoder_calls": text_encoder_calls, "autocast": autocasts}
 
 
 class OriginCounter(TorchDispatchMode):
@@ -122,12 +130,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--latent-size", type=int, default=16)
-    parser.add_argument("--precision", choices=("bf16", "fp32", "bf16-no-autocast"), default="bf16")
+    parser.add_argument("--precision", choices=("bf16", "bf16-autocast", "fp32"), default="bf16")
     parser.add_argument("--top", type=int, default=15, help="origins listed per kind")
     args = parser.parse_args()
     torch.set_num_threads(1)
     result = count(args)
-    print(f"one train step, batch {args.batch_size}, latents {args.latent_size}px, precision {args.precision}")
+    print(f"one train step, batch {args.batch_size}, latents {args.latent_size}px, precision {args.precision}, "
+          f"autocast {'on' if result['autocast'] else 'off'}")
+    calls = result["text_encoder_calls"]
+    print(f"  text-encoder forward calls per step: encoder 1 {calls['calls 1']} ({calls['rows 1']} rows), "
+          f"encoder 2 {calls['calls 2']} ({calls['rows 2']} rows)")
     for name in CASTS + COPIES:
         print(f"  {name:16s} {result['totals'][name]:6d}")
     print("by phase:")

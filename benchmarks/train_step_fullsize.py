@@ -11,8 +11,10 @@ FLOPs per step are counted by torch.utils.flop_counter.FlopCounterMode on one re
 the mapper's AdamW update is negligible), so MFU = FLOPs/step / (s/step) / peak. The analytic estimate of
 ARCHITECTURE.md (1.59 TFLOP per sample per UNet forward at 512 px, 6.76 at 1024 px, about 8
 forward-equivalents per sample per step) is printed beside it. Peak: --peak-tflops, else 989 TFLOP/s (dense
-bf16, H100/H200 SXM) on CUDA. Weights: bf16 on CUDA (frozen, as the train stage loads them) with bf16
-autocast; the mapper trains in fp32. On the meta device nothing is computed: only FLOPs are counted.
+bf16, H100/H200 SXM) on CUDA. Weights: bf16 on CUDA (frozen, as the train stage loads them), run as the train
+loop runs them: without autocast (`cocoins.training.loop.tower_autocast`); --autocast puts bf16 autocast back
+around the step (the path before issue 26). The mapper trains in fp32. On the meta device nothing is computed:
+only FLOPs are counted.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cocoins.method.losses import LossConfig  # noqa: E402
 from cocoins.method.mapper import Mapper, MapperConfig  # noqa: E402
 from cocoins.method.triplets import TripletConfig  # noqa: E402
 from cocoins.rehearsal.architectures import CLIP_L, OPENCLIP_BIGG, SDXL_SCHEDULER, SDXL_UNET  # noqa: E402
+from cocoins.training.loop import tower_autocast  # noqa: E402
 from cocoins.training.step import Batch, CocoinsStep, DenoiserSpec, sample_generator  # noqa: E402
 
 UNET_FORWARD_TFLOP = {512: 1.59, 1024: 6.76}   # per sample (ARCHITECTURE.md, FlopCounterMode on this config)
@@ -83,6 +86,14 @@ def make_batch(size: int, latent: int, device: torch.device) -> Batch:
                  [p[0] for p in pairs], [p[1] for p in pairs], torch.arange(size)).to(device)
 
 
+def step_autocast(device: torch.device, dtype: torch.dtype, force: bool = False):
+    """The autocast the train loop runs a step under, for frozen towers stored in `dtype`: none in fp32, none for
+    bf16 towers either (`tower_autocast`); `force` puts bf16 autocast back (the path before issue 26)."""
+    if dtype != torch.float32 and (force or tower_autocast(dtype).enabled):
+        return lambda: torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext
+
+
 def run_step(step_fn, mapper, optimizer, batch: Batch, k: int, autocast) -> None:
     generators = [sample_generator(0, k * batch.latents.shape[0] + i) for i in range(batch.latents.shape[0])]
     with autocast():
@@ -129,7 +140,9 @@ def main() -> None:
     parser.add_argument("--flops-only", action="store_true", help="count FLOPs of one step, time nothing")
     parser.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: 989 on H100/H200)")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
-                        help="frozen weights + autocast; auto: bf16 on CUDA, fp32 elsewhere")
+                        help="frozen weights; auto: bf16 on CUDA, fp32 elsewhere")
+    parser.add_argument("--autocast", action="store_true",
+                        help="bf16 autocast around the step (the path before issue 26)")
     parser.add_argument("--tiny", action="store_true", help="tiny SDXL config on CPU (tests this script)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
@@ -158,9 +171,8 @@ def main() -> None:
     mapper = Mapper(mapper_config).to(device)
     optimizer = None if device.type == "meta" else torch.optim.AdamW(mapper.parameters(), lr=1e-4,
                                                                      weight_decay=0.2)
-    # As the train stage: frozen weights in bf16, autocast for the fp32 inputs and the fp32 mapper's output.
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype != torch.float32 \
-        else contextlib.nullcontext
+    # As the train stage: frozen weights in bf16, run without autocast; the mapper in fp32.
+    autocast = step_autocast(device, dtype, args.autocast)
     peak = args.peak_tflops or (next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()),
                                      None) if cuda else None)
     name = torch.cuda.get_device_name() if cuda else str(device)

@@ -27,7 +27,7 @@ from cocoins.method.word_spread import pseudo_word_spread
 from cocoins.runtime import print_summary, resolve_device, run_stage, seed_everything
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.sdxl.load import load_pipeline
-from cocoins.training.loop import TrainConfig, train_mapper
+from cocoins.training.loop import TrainConfig, tower_autocast, train_mapper
 from cocoins.training.preflight import train_problems
 
 REPORT_DIR = Path("reports/train")
@@ -38,14 +38,16 @@ def main() -> None:
     t, m, l = params.train, params.mapper, params.loss
     seed_everything(t.seed)
     device = resolve_device(t.device)
+    # Frozen weights in the mixed-precision dtype on CUDA (half the memory, as diffusers' training scripts do),
+    # run without autocast; on CPU they stay fp32 and autocast lowers the matmuls (`tower_autocast`). f itself
+    # always trains and computes in fp32.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    dtype = half if half is not None and device.type == "cuda" else torch.float32
     accelerator = Accelerator(mixed_precision="no" if t.mixed_precision == "fp32" else t.mixed_precision,
                               cpu=device.type == "cpu", kwargs_handlers=[
-                                  InitProcessGroupKwargs(timeout=timedelta(seconds=params.launch.barrier_timeout_s))])
+                                  InitProcessGroupKwargs(timeout=timedelta(seconds=params.launch.barrier_timeout_s)),
+                                  tower_autocast(dtype)])
     require("train", train_problems(params, world=accelerator.num_processes))
-    # Frozen weights in the autocast dtype on CUDA (half the memory, as diffusers' training scripts do);
-    # on CPU they stay fp32 and autocast alone lowers the matmuls. f itself always trains in fp32.
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
-    dtype = half if half is not None and accelerator.device.type == "cuda" else torch.float32
     pipe = load_pipeline("models/base", device=accelerator.device, dtype=dtype)
     encoder = PromptEncoder.from_pipeline(pipe)
     shards = ShardReader("data/train.parquet", "data/latents")

@@ -82,3 +82,16 @@ def test_step_flops_are_affine_in_the_batch_so_two_small_counts_give_any_batch()
     finally:
         torch.set_num_threads(threads)
     assert predicted > 0 and counted == pytest.approx(predicted, rel=1e-9)
+
+
+def test_before_after_sweep_pairs_each_setting_and_the_target_counts_only_the_loops_path():
+    """--train-sweep before-after: each setting with autocast (the path before issue 26) and without (the loop's);
+    the MFU target is the project's path, so a faster autocast row must not meet it."""
+    suite = load_suite()
+    pairs = {}
+    for setting in suite.BEFORE_AFTER:
+        pairs.setdefault((setting.resolution, setting.batch), set()).add(setting.autocast)
+    assert all(v == {True, False} for v in pairs.values()) and (1024, 6) in pairs
+    rows = [{"resolution": 1024, "mfu": 0.5, "autocast": True}, {"resolution": 1024, "mfu": 0.4, "autocast": False}]
+    mfu = next(t for t in suite.targets({"train": {"rows": rows}}, tiny=False) if "MFU" in t["name"])
+    assert mfu["value"] == 0.4 and mfu["met"] is False

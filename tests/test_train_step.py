@@ -267,3 +267,55 @@ def test_codes_stay_fp32_when_the_batch_is_bf16():
                                                     ("masks", "time_ids", "captions1", "captions2", "identities")]),
                      [sample_generator(0, i) for i in range(2)])
     assert torch.equal(z1, fp32[0]) and torch.equal(z2, fp32[1])
+
+
+def test_half_towers_run_without_autocast_and_match_the_autocast_loss():
+    """Towers stored in bf16 (stages/train.py on CUDA) run the step without autocast: f computes in fp32, x_t
+    reaches the UNet cast once to bf16, and the loss comes out fp32, close to the autocast path's.
+
+    Tolerance, from the arithmetic: with Eq. 7's negative term and L_back off, the loss is L_dis(x̂*, x̂+), a mean
+    of squared differences of O(1) estimates (well conditioned). Both paths round the towers' activations to
+    bf16 (unit roundoff u = 2^-8) but at different places (autocast keeps norms and softmax in fp32), so they may
+    differ by rounding errors of u per op, which the mean averages: we allow u relative (measured on 4 seeds:
+    at most 0.2 u, and 0.3 u from the fp32 towers' loss). The negative term is no test of the plumbing: its
+    L_dis(x̂*, x̂-) is ~1e-5 here, the difference of two estimates that share their noise, so bf16 rounding
+    moves it by tens of percent on either path."""
+    from cocoins.sdxl.encode import PromptEncoder
+    from cocoins.sdxl.tiny import build_tiny_sdxl
+
+    def build(dtype):
+        pipe = build_tiny_sdxl(0)
+        freeze(pipe)
+        pipe.to(dtype=dtype)
+        encoder = PromptEncoder.from_pipeline(pipe)
+        torch.manual_seed(0)
+        mapper = Mapper(MapperConfig(code_dim=8, layers=2, hidden_dim=16, out_dims=encoder.pseudo_word_dims))
+        spec = DenoiserSpec(pipe.scheduler.alphas_cumprod.float(), pipe.scheduler.config.prediction_type)
+        return pipe, encoder, mapper, spec
+
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(torch.randn(2, 4, 8, 8, generator=g), (torch.rand(2, 1, 8, 8, generator=g) > 0.5).float(),
+                  torch.tensor([[32, 32, 0, 0, 32, 32]] * 2).float(),
+                  ["a <subj1>man</subj1> with glasses", "a smiling <subj1>woman</subj1>"],
+                  ["photo of a <subj1>man</subj1>", "the <subj1>woman</subj1> smiles"], torch.tensor([1, 2]))
+    positive_only = LossConfig(negative="none", background=False)
+    pipe, encoder, mapper, spec = build(torch.bfloat16)
+    seen = {}
+    pipe.unet.register_forward_pre_hook(lambda m, args: seen.update(
+        x_t=args[0].dtype, autocast=torch.is_autocast_enabled("cpu")))
+    mapper.net.register_forward_hook(lambda m, args, out: seen.update(word=out.dtype))   # f's layers
+    step = CocoinsStep(pipe.unet, encoder, spec, 8, positive_only, TripletConfig())
+    half = step(mapper, batch, 5, 10, gens(0))
+    assert seen == {"x_t": torch.bfloat16, "autocast": False, "word": torch.float32}
+    assert half.loss.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = step(mapper, batch, 5, 10, gens(0))
+    assert seen["autocast"] and seen["word"] == torch.bfloat16   # what autocast did to f
+    assert half.loss.item() != autocast.loss.item()
+    assert half.loss.item() == pytest.approx(autocast.loss.item(), rel=2 ** -8)
+    # The full loss (Eq. 9, both terms) on the half towers: finite, and f's gradients fp32 and finite.
+    full = CocoinsStep(pipe.unet, encoder, spec, 8, LossConfig(gamma=1e-3), TripletConfig())(mapper, batch, 5, 10,
+                                                                                            gens(0))
+    full.loss.backward()
+    assert torch.isfinite(full.loss) and full.loss_back.dtype == torch.float32
+    assert all(p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in mapper.parameters())

@@ -19,7 +19,7 @@ from cocoins.runtime import UserError
 from cocoins.sdxl.tiny import build_tiny_sdxl
 from cocoins.sdxl.encode import PromptEncoder
 from cocoins.training import loop as loop_module
-from cocoins.training.loop import NonFiniteLossError, TrainConfig, check_precision, train_mapper
+from cocoins.training.loop import NonFiniteLossError, TrainConfig, check_precision, tower_autocast, train_mapper
 
 CONFIG = TrainConfig(steps=4, batch_size=2, warmup_steps=1, checkpoint_every=2, seed=3)
 
@@ -40,8 +40,9 @@ def shards(tmp_path):
     return ShardReader(tmp_path / "train.parquet", tmp_path)
 
 
-def run(tmp_path, shards, name, config=CONFIG, loss=LossConfig(gamma=1e-3), ckpt="ckpt", accelerator=None):
-    pipe = build_tiny_sdxl(0)
+def run(tmp_path, shards, name, config=CONFIG, loss=LossConfig(gamma=1e-3), ckpt="ckpt", accelerator=None,
+        towers=torch.float32):
+    pipe = build_tiny_sdxl(0).to(dtype=towers)
     encoder = PromptEncoder.from_pipeline(pipe)
     mapper_config = MapperConfig(code_dim=8, layers=2, hidden_dim=16, out_dims=encoder.pseudo_word_dims)
     return train_mapper(pipe, encoder, shards, mapper_config, loss, TripletConfig(), config,
@@ -177,6 +178,26 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path, shards, fresh_accelerator_
     torch.manual_seed(CONFIG.seed)
     init = Mapper(MapperConfig(code_dim=8, layers=2, hidden_dim=16, out_dims=(32, 32))).state_dict()
     assert min((trained[k] - init[k]).abs().max().item() for k in init) > 5e-5
+
+
+def test_half_towers_train_without_autocast_and_a_mismatch_names_the_fix(tmp_path, shards, fresh_accelerator_state):
+    """stages/train.py on CUDA: towers stored in bf16, the Accelerator's autocast off (`tower_autocast`)."""
+    from accelerate.state import AcceleratorState
+
+    config = dataclasses.replace(CONFIG, steps=2, mixed_precision="bf16")
+    half = run(tmp_path, shards, "half", config=config, towers=torch.bfloat16,
+               accelerator=Accelerator(mixed_precision="bf16", cpu=True,
+                                       kwargs_handlers=[tower_autocast(torch.bfloat16)]))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    fp32 = run(tmp_path, shards, "fp32", config=dataclasses.replace(CONFIG, steps=2), ckpt="ckpt-fp32")
+    assert half.steps_run == 2 and half.final["loss"] != fp32.final["loss"]
+    assert half.final["loss"] == pytest.approx(fp32.final["loss"], rel=0.25)   # as the autocast test's bound
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights(tmp_path, "half").values())
+    assert tower_autocast(torch.float32).enabled and not tower_autocast(torch.float16).enabled
+    autocasting = SimpleNamespace(device=torch.device("cpu"), mixed_precision="bf16", autocast_handler=None)
+    with pytest.raises(UserError, match="stored in bfloat16 but the Accelerator's autocast is on.*tower_autocast"):
+        check_precision(config, autocasting, torch.bfloat16)
+    check_precision(config, autocasting, torch.float32)   # fp32 towers: autocast lowers them, as it should
 
 
 def test_words_init_and_fixed_norm_reach_the_saved_mapper(tmp_path, shards):

@@ -25,6 +25,12 @@ def ddim_x0(model_output: torch.Tensor, x_t: torch.Tensor, alpha_t: torch.Tensor
 
     epsilon: x̂ = (x_t - sqrt(1 - a_t) ε̂) / sqrt(a_t);  v_prediction: x̂ = sqrt(a_t) x_t - sqrt(1 - a_t) v̂.
     `alpha_t` is the cumulative product ᾱ_t per sample, shape [B].
+
+    Precision: the result takes x_t's dtype, or model_output's if wider (type promotion), so an fp32 x_t and a
+    bf16 ε̂ give an fp32 estimate without a cast. It must be fp32 where the towers run in bf16: near t = T,
+    x_t - sqrt(1 - a_t) ε̂ is a difference of two O(1) numbers that nearly cancel and 1 / sqrt(a_t) scales it
+    up to 15x (ᾱ_T = 0.0047 in SDXL's schedule); a bf16 result would add a rounding of 2^-9 of x_t, times 15,
+    to every entry, while Eq. 7 compares estimates that a pseudo-word moves by far less.
     """
     a = alpha_t.to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
     if prediction_type == "epsilon":
@@ -75,6 +81,9 @@ def contrastive_loss(d_pos: torch.Tensor, d_neg: torch.Tensor, lambda_neg: float
     margin; `margin` is in L_dis units (0.05 is about the distance two noises put between x0 estimates of
     the mini-world). `none` keeps only the positive distance. The rows "Pos + Neg (subtract)" and "Pos".
     """
+    # In fp32 (the step's distances are): L_dis(x̂*, x̂-) is ~1e-9 on a fresh mapper, and RECIPROCAL_EPS = 1e-12
+    # is below fp16's smallest subnormal (6e-8), and in bf16 it vanishes when added to 1e-9 (bf16's spacing there
+    # is 7e-12): the reciprocal would be of the rounded distance, unguarded.
     if negative == "reciprocal" and reciprocal_of == "batch":
         return d_pos.mean() + lambda_neg / (d_neg.mean() + RECIPROCAL_EPS)
     if reciprocal_of not in ("sample", "batch"):

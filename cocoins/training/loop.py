@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import AutocastKwargs
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from tqdm.auto import tqdm
 
@@ -57,7 +58,7 @@ class TrainConfig:
     warmup_steps: int = 500
     checkpoint_every: int = 500
     seed: int = 0
-    mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (autocast; the mapper stays fp32)
+    mixed_precision: str = "fp32"        # fp32 | bf16 | fp16 (half towers, or autocast; f stays fp32)
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1  # micro-batches per process per optimisation step
     micro_batch_size: int | None = None   # set: samples per process per pass; accumulation follows from it
@@ -87,8 +88,22 @@ def freeze(pipe) -> None:
         module.eval()
 
 
-def check_precision(config: TrainConfig, accelerator: Accelerator) -> None:
-    """The accelerator must autocast as `train.mixed_precision` says; fp16 needs CUDA (UserError)."""
+def tower_autocast(tower_dtype: torch.dtype) -> AutocastKwargs:
+    """The Accelerator's autocast for frozen towers stored in `tower_dtype` (pass it as a kwargs handler).
+
+    fp32 towers (the CPU): on, autocast lowers their matmuls to the mixed-precision dtype. Towers stored in bf16 /
+    fp16 (CUDA): off. Every tower op already runs in their dtype, so autocast would only add casts at each norm and
+    each op it keeps in fp32 (benchmarks/results/step_casts.md), and it would run f in bf16 too: accelerate wraps
+    the prepared model's forward in the same autocast. Without it f computes in fp32, its pseudo-word is cast once
+    into the towers' dtype (the token-embedding hook in cocoins/sdxl/encode.py), x_t once into the UNet
+    (`cocoins.training.step.denoise`), and the x0 estimates and the loss stay fp32. fp16 keeps its loss scaler.
+    """
+    return AutocastKwargs(enabled=tower_dtype == torch.float32)
+
+
+def check_precision(config: TrainConfig, accelerator: Accelerator, tower_dtype: torch.dtype = torch.float32) -> None:
+    """The accelerator must autocast as `train.mixed_precision` and the towers' dtype say (`tower_autocast`);
+    fp16 needs CUDA (UserError)."""
     expected = "no" if config.mixed_precision == "fp32" else config.mixed_precision
     if config.mixed_precision not in ("fp32", "bf16", "fp16"):
         raise UserError(f"train.mixed_precision {config.mixed_precision!r}: use fp32, bf16 or fp16")
@@ -99,6 +114,12 @@ def check_precision(config: TrainConfig, accelerator: Accelerator) -> None:
         raise UserError(f"the Accelerator runs mixed_precision={accelerator.mixed_precision!r} but "
                         f"train.mixed_precision is {config.mixed_precision!r}; build it with "
                         f"Accelerator(mixed_precision={expected!r}) and do not override it at launch")
+    handler = getattr(accelerator, "autocast_handler", None)
+    autocasts = handler is None or handler.enabled
+    if expected != "no" and autocasts != tower_autocast(tower_dtype).enabled:
+        raise UserError(f"the frozen towers are stored in {str(tower_dtype).removeprefix('torch.')} but the "
+                        f"Accelerator's autocast is {'on' if autocasts else 'off'}; build it with kwargs_handlers="
+                        f"[tower_autocast(dtype)] (cocoins.training.loop), as stages/train.py does")
 
 
 def micro_batch_layout(config: TrainConfig, world: int) -> tuple[int, int]:
@@ -128,7 +149,7 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
     """Train f for `config.steps` steps, resuming from a matching checkpoint, and save it to mapper_dir."""
     world, rank = accelerator.num_processes, accelerator.process_index
     micro, accum = micro_batch_layout(config, world)
-    check_precision(config, accelerator)
+    check_precision(config, accelerator, pipe.unet.dtype)
     device = accelerator.device
 
     freeze(pipe)
@@ -195,9 +216,10 @@ def train_mapper(pipe, encoder, shards: ShardReader, mapper_config: MapperConfig
                 with accelerator.autocast():
                     terms = step_fn(mapper, batch, k + 1, config.steps, generators)
                 accelerator.backward(terms.loss / accum if accum > 1 else terms.loss)
-            back = terms.loss_back.detach() if terms.loss_back is not None else torch.zeros(())
-            sums += torch.stack([terms.loss.detach().float().cpu(), terms.loss_con.detach().float().cpu(),
-                                 back.float().cpu(), terms.d_pos.float().cpu(), terms.d_neg.float().cpu()]).double()
+            back = terms.loss_back.detach() if terms.loss_back is not None else terms.loss.new_zeros(())
+            # One transfer (one wait for the device) per micro-batch, not one per logged value.
+            sums += torch.stack([terms.loss.detach(), terms.loss_con.detach(), back, terms.d_pos,
+                                 terms.d_neg]).float().cpu().double()
         means = accelerator.reduce((sums / accum).to(device), reduction="mean").cpu()
         values = {name: float(v) for name, v in zip(LOGGED, means)}
         values.update(lambda_neg=terms.lambda_neg, lr=lr_scheduler.get_last_lr()[0])

@@ -90,10 +90,24 @@ class DenoiserSpec:
     prediction_type: str           # epsilon | v_prediction
 
 
+def denoise(unet, x_t: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor,
+            time_ids: torch.Tensor) -> torch.Tensor:
+    """ε_θ(x_t, e, t) (or v̂), with x_t cast once to the towers' dtype.
+
+    The step keeps x_t in fp32 (Eq. 6 and the DDIM estimate are computed there, see `ddim_x0`) and the frozen
+    UNet may be stored in bf16 / fp16 and run without autocast: the one cast is here. fp32 towers: a no-op.
+    time_ids stay fp32: the UNet embeds them sinusoidally in fp32 and casts the embedding to its own dtype
+    (a 1023 px original size is not a bf16 number).
+    """
+    return unet(x_t.to(getattr(unet, "dtype", x_t.dtype)), t, encoder_hidden_states=embeds,
+                added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
-    """The loss in fp32 when the towers run in bf16 / fp16 (L_dis is a squared difference of two x0 estimates,
-    ~1e-9 on a fresh mapper), and in the towers' own precision above that: a float64 run (the layout tests)
-    must not be rounded to fp32 here, or its comparisons measure fp32 rounding instead of the plumbing."""
+    """What the step computes outside the towers (x_t, the x0 estimates, the loss) in fp32 when the batch or the
+    towers are bf16 / fp16 (L_dis is a squared difference of two x0 estimates, ~1e-9 on a fresh mapper), and in
+    the batch's own precision above that: a float64 run (the layout tests) must not be rounded to fp32 here, or
+    its comparisons measure fp32 rounding instead of the plumbing. No cast (the same tensor) otherwise."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
@@ -106,8 +120,7 @@ class CocoinsStep:
         self.loss_config, self.triplet_config = loss_config, triplet_config
 
     def _unet(self, x_t, t, embeds, pooled, time_ids):
-        return self.unet(x_t, t, encoder_hidden_states=embeds,
-                         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+        return denoise(self.unet, x_t, t, embeds, pooled, time_ids)
 
     def _references(self, captions1: Sequence[str], captions2: Sequence[str], x1_t, x2_t, t, time_ids):
         """x̂1 = DDIM(ε_θ(x_t*, e1, t)), x̂2 = DDIM(ε_θ(x_t+, e2, t)), without gradients (Eq. 8)."""
@@ -177,19 +190,20 @@ class CocoinsStep:
         with record_function("cocoins/text_encoders_3B_grad"):
             anchor, positive, embeds, pooled = self._encode_triplets(mapper, batch, z1, z2)
         alpha = self.spec.alphas_cumprod[t]
-        x_star, x_plus, x_minus = triplet_latents(batch.latents, eps1, eps2, alpha, self.triplet_config)  # Eq. 6
+        # x_t in fp32 (or wider) whatever the towers' dtype: the UNet gets it cast once (`denoise`) and the DDIM
+        # estimates below, computed from this x_t and the towers' output, come out in fp32 by type promotion.
+        latents = at_least_fp32(batch.latents)
+        x_star, x_plus, x_minus = triplet_latents(latents, eps1, eps2, alpha, self.triplet_config)  # Eq. 6
         t3, alpha3 = t.repeat(3), alpha.repeat(3)
         x_t = torch.cat([x_star, x_plus, x_minus])
         with record_function("cocoins/unet_3B_grad"):
             out = self._unet(x_t, t3, embeds, pooled, batch.time_ids.repeat(3, 1))
-        x0 = at_least_fp32(ddim_x0(out, x_t, alpha3, self.spec.prediction_type))
-        x_anchor, x_positive, x_negative = x0.chunk(3)
+        x_anchor, x_positive, x_negative = ddim_x0(out, x_t, alpha3, self.spec.prediction_type).chunk(3)
 
         x_ref1 = x_ref2 = None
         if self.loss_config.background:
             with record_function("cocoins/references_2B_no_grad"):
                 x_ref1, x_ref2 = self._references(anchor, positive, x_star, x_plus, t, batch.time_ids)
-            x_ref1, x_ref2 = at_least_fp32(x_ref1), at_least_fp32(x_ref2)
         with record_function("cocoins/loss"):
             return cocoins_loss(x_anchor, x_positive, x_negative, x_ref1, x_ref2, batch.masks.to(x_anchor.dtype),
                                 step, total_steps, self.loss_config)
@@ -223,9 +237,7 @@ class NoisePredictionStep:
         alpha = self.spec.alphas_cumprod[t]
         cond = self.encoder.encode(self.encoder.tokenize(batch.captions1, insert=True), mapper(z))
         x_t = add_noise(batch.latents, eps, alpha)
-        out = self.unet(x_t, t, encoder_hidden_states=cond.prompt_embeds,
-                        added_cond_kwargs={"text_embeds": cond.pooled_prompt_embeds,
-                                           "time_ids": batch.time_ids}).sample
+        out = denoise(self.unet, x_t, t, cond.prompt_embeds, cond.pooled_prompt_embeds, batch.time_ids)
         if self.spec.prediction_type == "v_prediction":
             a = alpha.reshape(-1, 1, 1, 1)
             target = a.sqrt() * eps - (1 - a).sqrt() * batch.latents
