@@ -110,3 +110,35 @@ def test_batches_go_to_the_inception_device():
     out = fid_features(feature, _images(0)[:5], SIZE, batch_size=2)
     assert [d.type for d in feature.seen] == ["meta"] * 3
     assert out.device.type == "cpu" and out.dtype == torch.float32 and out.shape == (5, 2)
+
+
+def _fid_on_rank_zero_alone(rank: int, port: int, out: str) -> None:
+    """Rank 1 leaves the process group at once, as evaluate's other ranks do after rendering; rank 0 scores."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    if rank == 1:
+        dist.destroy_process_group()
+        return
+    a = torch.randn(8, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    value = fid_from_features(a, a + 1.0)
+    torch.save(torch.tensor(value), out)
+    dist.destroy_process_group()
+
+
+def test_fid_is_computed_by_the_main_process_after_the_other_ranks_left(tmp_path):
+    """Under `accelerate launch`, FID must not gather over the process group (the rehearsal's evaluate died on a
+    closed peer): rank 0 alone gets the closed form, 4 * 1.0^2 for a shift of 1 in 4 dims."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "fid.pt"
+    mp.start_processes(_fid_on_rank_zero_alone, args=(port, str(out)), nprocs=2, start_method="spawn")
+    assert float(torch.load(out)) == pytest.approx(4.0, rel=1e-6)

@@ -118,6 +118,9 @@ def fid_stream(reference: Batches, reference_rows: np.ndarray, generated: Batche
     for batches, rows, real in ((reference, reference_rows, True), (generated, generated_rows, False)):
         for _, features in select_rows(batches, np.asarray(rows)):
             if metric is None:
-                metric = FrechetInceptionDistance(feature=_Given(features.shape[1]))
+                # Scoring runs on the main process alone, after the other ranks have finished and left: with
+                # its default sync_on_compute, torchmetrics would gather the sums over the launcher's process
+                # group and fail on the peers that are gone (found by the rehearsal under accelerate launch).
+                metric = FrechetInceptionDistance(feature=_Given(features.shape[1]), sync_on_compute=False)
             metric.update(features.double(), real=real)
     return float(metric.compute())
