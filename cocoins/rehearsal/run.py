@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROFILE = ROOT / "profiles" / "full-scale.yaml"
 TAGGER_MODEL = "llama3.1:8b"
 SUMMARY = re.compile(r"^\[(\w+)\] kept (\d+), skipped (\d+)", re.M)
-SKIPPED = re.compile(r"Stage '[\w@-]+' didn't change, skipping")
+SKIPPED = re.compile(r"Stage '[\w@-]+' (didn't change, skipping|is cached - skipping run)")   # DVC's two skips
 # The paper's run (Section 4.2, Table 7), for the extrapolation: what each stage processes.
 PAPER_ITEMS = {"caption": 20000, "tag": 20000, "mask": 20000, "precompute": 20000, "train": 5000}
 
@@ -89,6 +89,16 @@ def launcher(config: RehearsalConfig) -> str:
     return " ".join(parts)
 
 
+def _grounding_input(model_dir: Path, size: dict) -> None:
+    """Resize what a saved Grounding DINO processor feeds its model. The tiny detector's own 64 px leaves a square
+    portrait a 1 x 1 map at the extra feature level, where GroupNorm(32) has one value per group and refuses."""
+    from transformers import GroundingDinoProcessor
+
+    processor = GroundingDinoProcessor.from_pretrained(model_dir)
+    processor.image_processor.size = size
+    processor.save_pretrained(model_dir)
+
+
 def build_models(config: RehearsalConfig) -> dict:
     """{name: path or setting} of every model the profile names, built once into OUT/models."""
     target = config.out / "models"
@@ -100,13 +110,16 @@ def build_models(config: RehearsalConfig) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     if config.depth == "tiny":
-        from cocoins.backends.tiny import build_tiny_grounding_dino, build_tiny_llava
+        from cocoins.backends.tiny import SAM2_CONFIG, SAM2_TINY_OVERRIDES, build_tiny_grounding_dino, build_tiny_llava
         from cocoins.sdxl.tiny import save_tiny_sdxl
 
+        detector = build_tiny_grounding_dino(target / "grounding-dino", config.seed)
+        _grounding_input(detector, {"shortest_edge": 128, "longest_edge": 192})
         built = {"sdxl": str(save_tiny_sdxl(target / "sdxl", config.seed)),
                  "llava": str(build_tiny_llava(target / "llava", config.seed)),
-                 "grounding_dino": str(build_tiny_grounding_dino(target / "grounding-dino", config.seed)),
-                 "sam2_checkpoint": "random", "sam2_overrides": None, "clip": None, "fid": None}
+                 "grounding_dino": str(detector),
+                 "sam2_checkpoint": "random", "sam2_config": SAM2_CONFIG, "sam2_overrides": list(SAM2_TINY_OVERRIDES),
+                 "clip": None, "fid": None}
     else:
         from cocoins.rehearsal.architectures import sam2_overrides
         from cocoins.rehearsal.build import build_all
@@ -142,6 +155,7 @@ def overrides(config: RehearsalConfig, models: dict, data_root: Path, host: str)
         # runs as at full scale (same model, prompt, thresholds and NMS).
         "mask": {"detector": models["grounding_dino"], "sam2_checkpoint": models["sam2_checkpoint"], "max_faces": 100000,
                  "sam2_overrides": models.get("sam2_overrides"), "batch_size": 2, "chunk_size": chunk,
+                 **({"sam2_config": models["sam2_config"]} if models.get("sam2_config") else {}),
                  "device": device},
         "models": {"sdxl": models["sdxl"]},
         "precompute": {"resolution": config.resolution, "batch_size": 2, "device": device},
@@ -270,7 +284,8 @@ def rehearse(config: RehearsalConfig) -> dict:
     project = config.out / "project"
     resume = config.resume and (project / "dvc.yaml").is_file()
     # Resuming, the stand-in serves on the port the project's params name, so that no stage's params change.
-    port = urlparse(yaml.safe_load((project / "params.yaml").read_text())["tag"]["host"]).port if resume else 0
+    before = yaml.safe_load((project / "params.yaml").read_text()) if resume else {}
+    port = urlparse(before["tag"]["host"]).port if resume else 0
     earlier = {r["stage"]: r for r in _earlier_stages(config.out / "rehearsal.json")} if resume else {}
     if not resume:
         shutil.rmtree(project, ignore_errors=True)
@@ -287,8 +302,10 @@ def rehearse(config: RehearsalConfig) -> dict:
     if not resume:
         scratch_project(project, env)
     with OllamaStandIn(TAGGER_MODEL, scenes_per_turn=2, port=port) as ollama:
-        apply_mapping(merge(read_profile(PROFILE), overrides(config, models, data_root, ollama.host)),
-                      project / "params.yaml")
+        changes = overrides(config, models, data_root, ollama.host)
+        if resume:   # the launchers name a free port; a new one would change every launched stage's params
+            changes["launch"] = {k: before["launch"][k] for k in changes["launch"]}
+        apply_mapping(merge(read_profile(PROFILE), changes), project / "params.yaml")
         pre = subprocess.run([sys.executable, "-m", "cocoins.preflight"], cwd=project, env=env,
                              capture_output=True, text=True)
         runs: list[StageRun] = []
