@@ -38,11 +38,12 @@ def fit_prompt(noun: str) -> str:
 def character_from_photo(pipe, name: str, photo: str | os.PathLike | bytes, counter: PeopleCounter,
                          noun: str = "person", mask: str | os.PathLike | bytes | None = None,
                          cfg: CodeInversionConfig = CodeInversionConfig(), seed: int = 0,
-                         progress: bool = True) -> Character:
-    """Fit a code to the one person in `photo` with `pipe` (a CoCoInsPipeline with a mapper)."""
+                         progress: bool = True, what: str = "PHOTO") -> Character:
+    """Fit a code to the one person in `photo` with `pipe` (a CoCoInsPipeline with a mapper); `what` names the
+    photo in errors."""
     check_name(name)
     prompt = fit_prompt(noun)
-    checked = read_photo(photo, pipe.default_size, counter, mask=mask)
+    checked = read_photo(photo, pipe.default_size, counter, mask=mask, name=what)
     fit = CodeInverter(pipe.sdxl, pipe.encoder, pipe.mapper).fit(checked.pixels, checked.mask, prompt, cfg,
                                                                  seed=seed, progress=progress)
     source = {"photo_sha256": checked.sha256, "mask_sha256": _sha256(mask), "prompt": prompt, "fit_seed": int(seed),

@@ -26,6 +26,7 @@ from cocoins.characters.codes import file_sha256
 from cocoins.runtime import UserError
 
 LOOK_SEEDS = (0, 1, 2, 3)           # also the sheet's noises (cocoins.front.sheet): a user sees what is measured
+LOOK_STEPS, LOOK_GUIDANCE, LOOK_NOUN = 30, 5.0, "person"    # the CLI's and the app's defaults: one shared cache
 CACHE_FILE = ".looks.json"
 
 
@@ -83,7 +84,7 @@ class LookSettings:
     steps: int
     guidance: float
     size: int
-    noun: str = "person"
+    noun: str = LOOK_NOUN
     seeds: tuple[int, ...] = LOOK_SEEDS
 
     @property

@@ -16,6 +16,7 @@ import json
 import secrets
 from pathlib import Path
 
+from cocoins.characters.looks import LOOK_GUIDANCE, LOOK_NOUN, LOOK_STEPS
 from cocoins.front.options import add_command, add_device_options, add_sampling_options, open_pipeline
 from cocoins.front.sheet import SHEET_PROMPT, SHEET_SEEDS, render_sheet
 from cocoins.runtime import UserError
@@ -229,12 +230,18 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: use a port from 1 to 65535 (7860 is Gradio's usual one)")
+    identity = None
+    if args.identity is not None or Path(DEFAULT_IDENTITY).is_dir():     # the default only when it is there
+        from cocoins.characters.looks import load_identity_metric
+
+        identity = load_identity_metric(args.identity or DEFAULT_IDENTITY, device=args.device)
     args.steps, args.guidance, args.height, args.width = 30, 5.0, None, None
     pipe = open_pipeline(args)
     library = CharacterLibrary(args.library)
     print(f"cocoins app: http://{args.host}:{args.port} (model {args.model}, mapper {args.mapper}, characters in "
-          f"{library.root}); Ctrl+C stops it")
-    launch(pipe, library, host=args.host, port=args.port)
+          f"{library.root}, distinct casting by {identity.name if identity else 'nothing: give --identity'}); "
+          "Ctrl+C stops it")
+    launch(pipe, library, host=args.host, port=args.port, identity=identity)
     return 0
 
 
@@ -256,9 +263,9 @@ def _look_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity", default=DEFAULT_IDENTITY,
                    help="the evaluation's identity metric: the trait classifier (default models/identity, the "
                         "mini-world's) or an insightface model folder with .onnx files (ArcFace, full scale)")
-    p.add_argument("--noun", default="person", help="the portraits' noun: a portrait of a <subj1>NOUN</subj1>")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps of the portraits")
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--noun", default=LOOK_NOUN, help="the portraits' noun: a portrait of a <subj1>NOUN</subj1>")
+    p.add_argument("--steps", type=int, default=LOOK_STEPS, help="denoising steps of the portraits")
+    p.add_argument("--guidance", type=float, default=LOOK_GUIDANCE)
     p.add_argument("--batch-size", type=int, default=16, help="portraits per UNet batch (speed only)")
     add_device_options(p)
 
@@ -342,6 +349,8 @@ def add_front_commands(sub) -> None:
     app.add_argument("--mapper", default=DEFAULT_MAPPER, help="trained mapper dir (default models/mapper)")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
     app.add_argument("--port", type=int, default=7860)
+    app.add_argument("--identity", default=None, help="the identity metric of the create button's distinct "
+                                                      f"option (default {DEFAULT_IDENTITY} when it exists)")
     add_device_options(app)
     _library_option(app)
     app.set_defaults(func=cmd_app)
