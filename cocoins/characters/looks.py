@@ -26,7 +26,8 @@ from cocoins.characters.codes import file_sha256
 from cocoins.runtime import UserError
 
 LOOK_SEEDS = (0, 1, 2, 3)           # also the sheet's noises (cocoins.front.sheet): a user sees what is measured
-LOOK_STEPS, LOOK_GUIDANCE, LOOK_NOUN = 30, 5.0, "person"    # the CLI's and the app's defaults: one shared cache
+# The CLI's and the app's look settings (one shared cache); the thresholds below were measured at them.
+LOOK_STEPS, LOOK_GUIDANCE, LOOK_NOUN = 20, 5.0, "person"
 CACHE_FILE = ".looks.json"
 
 
