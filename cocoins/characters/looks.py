@@ -40,11 +40,11 @@ class IdentityMetric:
     distinct: float         # `character new --distinct`'s default minimum distance to every cast member
 
 
-# Thresholds in 1 - cos of looks. Traits, measured on the mini-world's models (40 codes, 20 steps, noun person):
+# Thresholds in 1 - cos of looks. Traits, measured on the mini-world's models by benchmarks/look_spread.py:
 # one code's look at two disjoint sets of 4 noises lies 0.048 apart at the median, 0.106 at the 95th percentile
 # (0.12 at most); two codes' looks 0.26 at the median, 0.04 at the 5th percentile. A pair closer than one code's
-# own spread is a look-alike; --distinct asks for more than the largest own spread seen. ArcFace: one person's
-# faces are above cos 0.5 apart, different people below 0.3 (insightface's usual verification range).
+# own spread is a look-alike; --distinct asks for more than the largest own spread seen. ArcFace: not measured
+# in this project yet; set from the usual verification range (one person above cos 0.5, two people below 0.3).
 TRAIT_LOOKALIKE, TRAIT_DISTINCT = 0.1, 0.15
 ARCFACE_LOOKALIKE, ARCFACE_DISTINCT = 0.5, 0.7
 
