@@ -65,7 +65,6 @@ def test_a_distinct_cast_is_farther_apart_than_plain_seeds():
         assert min_pairwise_distance(list(cast.values())) >= 0.4 > plain, (library_seed, plain)
 
 
-@pytest.mark.slow   # 30 s on the shared 2 cores: 16 portraits and two model loads
 def test_cli_distinct_stores_the_distance_and_list_flags_look_alikes(models, tmp_path, capsys):
     from cocoins.characters.codes import code_from_seed, write_code_file
     from cocoins.characters.library import CharacterLibrary

@@ -121,7 +121,6 @@ def test_character_record_carries_the_photo_hash(tiny_sdxl, tmp_path):
     assert back.mapper_sha256 == pipe.mapper_sha256 and torch.equal(back.z, character.z)
 
 
-@pytest.mark.slow   # 40 s on the shared 2 cores: five model loads and a fit from 32 starting draws
 def test_cli_from_image_fits_stores_and_prints_the_record(tmp_path, capsys):
     import hashlib
     import json

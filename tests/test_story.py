@@ -70,7 +70,6 @@ def test_malformed_stories_are_clear_errors(text, message):
         parse_story(text)
 
 
-@pytest.mark.slow   # 40 s on the shared 2 cores: a fit and two stories
 def test_a_story_names_a_character_by_a_photo_fitted_once(tmp_path, monkeypatch):
     import hashlib
 

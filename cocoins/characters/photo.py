@@ -77,8 +77,8 @@ def people_counter(has_mask: bool, size: int, what: str = "PHOTO", mask_option: 
         return MaskRegionCounter()
     if size < FACE_DETECTOR_MIN_SIZE:
         raise UserError(f"{what}: this model draws {size} px people, too small for a face detector: give "
-                        f"{mask_option} MASK.png, the photo's subject mask (white on the person, as the mini-world's renderer "
-                        "writes beside each image)")
+                        f"{mask_option} MASK.png, the photo's subject mask (white on the person, as the mini-world's "
+                        "renderer writes beside each image)")
     return MtcnnPeopleCounter()
 
 

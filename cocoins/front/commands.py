@@ -77,11 +77,12 @@ def cmd_character_new(args: argparse.Namespace) -> int:
         if result.nearest_name is None:
             print(f"{args.name} is the first of the cast (no other character for this mapper)")
         elif result.reached:
-            print(f"{args.name}: code seed {result.seed}, candidate {result.tries} of at most {args.max_tries}; nearest "
-                  f"cast member {result.nearest_name} at {result.nearest_distance:.3f} (>= {wanted:g}, {metric.name})")
+            print(f"{args.name}: code seed {result.seed}, candidate {result.tries} of at most {args.max_tries}; "
+                  f"nearest cast member {result.nearest_name} at {result.nearest_distance:.3f} "
+                  f"(>= {wanted:g}, {metric.name})")
         else:
-            print(f"{args.name}: none of {result.tries} candidates reached {wanted:g} from the cast; kept the farthest, "
-                  f"code seed {result.seed}, nearest {result.nearest_name} at {result.nearest_distance:.3f} "
+            print(f"{args.name}: none of {result.tries} candidates reached {wanted:g} from the cast; kept the "
+                  f"farthest, code seed {result.seed}, nearest {result.nearest_name} at {result.nearest_distance:.3f} "
                   f"({metric.name}); more --max-tries or a lower --min-distance")
     else:
         character = Character(args.name, code_from_seed(seed, code_dim), sha, {"code_seed": seed})
@@ -286,7 +287,8 @@ def add_front_commands(sub) -> None:
                      help="draw candidate codes (seed, seed + 1, ...) and keep the first whose portraits are at least "
                           "--min-distance from every character of the library (renders; needs --model, --identity)")
     new.add_argument("--min-distance", type=float, default=None,
-                     help="1 - cos of two looks (default: the metric's: 0.15 for the trait classifier, 0.7 for ArcFace)")
+                     help="1 - cos of two looks (default: the metric's: 0.15 for the trait classifier, 0.7 for "
+                          "ArcFace)")
     new.add_argument("--max-tries", type=int, default=32, help="candidates before keeping the farthest one")
     _look_options(new)
     new.set_defaults(func=cmd_character_new)
