@@ -147,7 +147,8 @@ def cmd_character_list(args: argparse.Namespace) -> int:
     pairs, metric, note = {}, None, None
     if len(names) > 1 and not args.no_distances:
         ready = Path(args.mapper).is_dir() and Path(args.identity).is_dir()
-        mine = ready and sum(c.mapper_sha256 == mapper_identity(args.mapper)[0] for c in characters.values()) > 1
+        sha = mapper_identity(args.mapper)[0] if ready else None
+        mine = ready and sum(c.mapper_sha256 == sha for c in characters.values()) > 1
         if not ready:
             note = (f"distances: give the trained models (--mapper {args.mapper}, --identity {args.identity} "
                     "not found; `make repro` makes them) or --no-distances")
