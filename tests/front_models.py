@@ -25,3 +25,18 @@ def write_mapper(directory: Path, seed: int) -> Path:
         mapper.net[-1].weight.mul_(20)
     mapper.save_pretrained(directory)
     return directory
+
+
+def write_identity(directory: Path, seed: int = 0) -> Path:
+    """A random tiny trait classifier saved like the identity stage's (models/identity): the casting metric of
+    the tests. Untrained, it still tells images apart, which is all casting needs of it here."""
+    from cocoins.world.traits import TraitClassifier, TraitConfig, TraitNet
+
+    cfg = TraitConfig(image_size=32, width=4, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = TraitNet(cfg)
+    with torch.no_grad():       # sharper heads: a random net's near-uniform outputs would put every look together
+        for head in net.heads.values():
+            head.weight.mul_(1000)
+    return TraitClassifier(net, cfg).save(directory)

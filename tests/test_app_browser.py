@@ -1,7 +1,8 @@
 """The web app in a real browser: Debian's headless Chromium, driven by selenium through the system
 chromedriver, both found on PATH (nothing downloads a browser). Create a character, generate two prompts with
-it, see both images decoded in the browser's gallery, get a clear message for a bad prompt, generate a third
-prompt after it (the app still serves), and check that the API renders the very pixels the page shows. The page
+it, create a second character from an uploaded photo and its mask, see both images decoded in the browser's
+gallery, get a clear message for a bad prompt, generate a third prompt after it (the app still serves), and check
+that the API renders the very pixels the page shows. The page
 that ends the test (three prompts of one character, a clean status line, no machine path) is the README's
 screenshot.
 
@@ -98,10 +99,22 @@ def status(driver) -> str:
     return driver.find_element(By.ID, "status").text
 
 
-def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_path):
+def upload(driver, elem_id: str, path) -> None:
+    """Put a file into a Gradio File component, as choosing it in the file dialog does, and wait for its name."""
     from selenium.webdriver.common.by import By
 
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys(str(path))
+    wait_for(lambda: path.name in driver.find_element(By.ID, elem_id).text, what=f"{path.name} uploaded")
+
+
+def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_path):
+    import hashlib
+
+    from selenium.webdriver.common.by import By
+    from test_from_image import _photo_and_mask
+
     from cocoins.front.app import launch
+    from cocoins.method.code_inversion import CodeInversionConfig
 
     if os.environ.get("COCOINS_APP_MODEL"):
         model, mapper = os.environ["COCOINS_APP_MODEL"], os.environ["COCOINS_APP_MAPPER"]
@@ -111,7 +124,11 @@ def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_pa
     steps = os.environ.get("COCOINS_APP_STEPS", "2")
     library = CharacterLibrary(tmp_path / "library")
     port = free_port()
-    page = launch(CoCoInsPipeline.from_pretrained(model, mapper=mapper), library, port=port, block=False)
+    pipe = CoCoInsPipeline.from_pretrained(model, mapper=mapper)
+    photo, mask = _photo_and_mask(size=pipe.default_size)
+    (tmp_path / "carol.png").write_bytes(photo)
+    (tmp_path / "carol-mask.png").write_bytes(mask)
+    page = launch(pipe, library, port=port, block=False, fit=CodeInversionConfig(steps=2, noises=2, candidates=4))
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#new-name textarea, #new-name input"),
@@ -120,6 +137,12 @@ def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_pa
         fill(browser, "new-seed", 7)
         browser.find_element(By.ID, "create").click()
         wait_for(lambda: "created alice" in status(browser), what="the character")
+        upload(browser, "photo", tmp_path / "carol.png")
+        upload(browser, "photo-mask", tmp_path / "carol-mask.png")
+        fill(browser, "new-name", "carol")
+        browser.find_element(By.ID, "create").click()
+        wait_for(lambda: "created carol from the photo" in status(browser), what="the character from the photo")
+        assert library.get("carol").source["photo_sha256"] == hashlib.sha256(photo).hexdigest()
         for name, value in (("seed", 1), ("steps", steps), ("height", SIZE), ("width", SIZE)):
             fill(browser, name, value)
 

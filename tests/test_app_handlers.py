@@ -51,7 +51,7 @@ def test_download_is_the_pair_in_the_export_folder_and_the_page_builds(front):
     assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["bob.json", "bob.safetensors"]
     assert all(p.startswith(str(front.export_dir)) for p in paths)
     page = build_app(front)
-    assert {"prompt", "gallery", "create", "generate", "status", "run-story"} <= {
+    assert {"prompt", "gallery", "create", "generate", "status", "run-story", "photo", "distinct"} <= {
         block.elem_id for block in page.blocks.values() if getattr(block, "elem_id", None)}
 
 
@@ -80,3 +80,41 @@ def test_the_sheet_is_the_character_at_four_seeds_scaled_up(front):
     assert sheet.height == 128 and sheet.width == 4 * (4 * 32 + 3 * 4)   # (four 32 px images, three 4 px gaps) x 4
     with pytest.raises(UserError, match="pick a character"):
         front.sheet(None, 2, 32, 32)
+
+
+@pytest.mark.slow   # about 40 s on the shared 2 cores: a fit and eight portraits
+def test_create_from_a_photo_upload_and_distinct(front, tmp_path):
+    import dataclasses
+    import hashlib
+
+    from front_models import write_identity
+    from test_from_image import _photo_and_mask
+
+    from cocoins.characters.looks import load_identity_metric
+    from cocoins.method.code_inversion import CodeInversionConfig
+
+    cheap = CodeInversionConfig(steps=1, noises=2, candidates=2)
+    # Any distance will do: a random classifier puts every look together, and 32 tries would take minutes.
+    metric = dataclasses.replace(load_identity_metric(write_identity(tmp_path / "identity")), distinct=0.0)
+    app = FrontApp(front.pipe, CharacterLibrary(tmp_path / "lib"), front.export_dir, metric, cheap, look_steps=1)
+    photo, mask = _photo_and_mask(size=64)
+    two, two_mask = _photo_and_mask(size=64, people=2)
+    for name, data in (("p.png", photo), ("m.png", mask), ("two.png", two), ("two-m.png", two_mask)):
+        (tmp_path / name).write_bytes(data)
+    message = app.create("carol", 0, None, False, str(tmp_path / "p.png"), str(tmp_path / "m.png"), "woman")
+    assert message.startswith("created carol from the photo in ") and "<carol>person</carol>" in message
+    assert app.library.get("carol").source["photo_sha256"] == hashlib.sha256(photo).hexdigest()
+    cases = [
+        (lambda: app.create("dan", 0, None, False, str(tmp_path / "two.png"), str(tmp_path / "two-m.png"), "man"),
+         "the uploaded photo: 2 people found"),
+        (lambda: app.create("dan", 0, None, False, str(tmp_path / "p.png"), None, "man"), "give a subject mask upload"),
+        (lambda: app.create("dan", 0, None, True, str(tmp_path / "p.png"), None, "man"), "from one thing"),
+        (lambda: front.create("dan", 0, None, True), "start the app with --identity"),
+    ]
+    for call, expected in cases:
+        with pytest.raises(UserError, match=expected) as raised:
+            call()
+        assert str(tmp_path) not in app.message(raised.value) and "\n" not in str(raised.value)
+    message = app.create("dan", 5, None, True)
+    assert "nearest cast member carol at" in message and app.library.get("dan").source["casting"]["nearest"] == "carol"
+    assert app.library.names() == ["carol", "dan"]

@@ -119,3 +119,44 @@ def test_character_record_carries_the_photo_hash(tiny_sdxl, tmp_path):
     back = library.get("ann")
     assert back.source["photo_sha256"] == hashlib.sha256(photo).hexdigest()
     assert back.mapper_sha256 == pipe.mapper_sha256 and torch.equal(back.z, character.z)
+
+
+def test_cli_from_image_fits_stores_and_prints_the_record(tmp_path, capsys):
+    import hashlib
+    import json
+
+    from front_models import write_models
+
+    from cocoins.characters.library import CharacterLibrary
+    from cocoins.cli import main
+
+    dirs = write_models(tmp_path / "models")
+    size = 64                                             # the tiny SDXL's own size
+    photo, mask = _photo_and_mask(size=size)
+    two, two_mask = _photo_and_mask(size=size, people=2)
+    small, small_mask = _photo_and_mask(size=size // 2)
+    for name, data in (("me.png", photo), ("me-mask.png", mask), ("two.png", two), ("two-mask.png", two_mask),
+                       ("small.png", small), ("small-mask.png", small_mask)):
+        (tmp_path / name).write_bytes(data)
+    base = ["character", "from-image", "--model", str(dirs / "model"), "--mapper", str(dirs / "mapper"),
+            "--library", str(tmp_path / "lib"), "--device", "cpu", "--fit-steps", "2"]
+    assert main([*base, str(tmp_path / "me.png"), "--mask", str(tmp_path / "me-mask.png"), "--name", "me",
+                 "--noun", "woman"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"fitted me to {tmp_path / 'me.png'} in ") and " s (2 steps on cpu)" in out[0]
+    record = json.loads(out[1])
+    assert record["source"]["photo_sha256"] == hashlib.sha256(photo).hexdigest()
+    assert record["source"]["mask_sha256"] == hashlib.sha256(mask).hexdigest() and record["name"] == "me"
+    assert CharacterLibrary(tmp_path / "lib").get("me").source == record["source"]
+    for args, message in [
+        (["two.png", "--mask", "two-mask.png"], f"PHOTO {tmp_path / 'two.png'}: 2 people found"),
+        (["small.png", "--mask", "small-mask.png"], f"PHOTO {tmp_path / 'small.png'} is 32x32 px.*at least 64 px"),
+        (["me.png"], f"PHOTO {tmp_path / 'me.png'}: this model draws 64 px people.*give --mask MASK.png"),
+        (["nothing.png", "--mask", "me-mask.png"], f"PHOTO {tmp_path / 'nothing.png'} not found"),
+    ]:
+        paths = [str(tmp_path / a) if a.endswith(".png") else a for a in args]
+        with pytest.raises(SystemExit, match=message) as err:
+            main([*base, *paths, "--name", "other"])
+        assert "\n" not in str(err.value)
+    with pytest.raises(SystemExit, match="already exists"):
+        main([*base, str(tmp_path / "me.png"), "--mask", str(tmp_path / "me-mask.png"), "--name", "me"])

@@ -68,3 +68,46 @@ def test_a_story_renders_into_a_storyboard_and_each_panel_replays(tmp_path_facto
 def test_malformed_stories_are_clear_errors(text, message):
     with pytest.raises(UserError, match=message):
         parse_story(text)
+
+
+def test_a_story_names_a_character_by_a_photo_fitted_once(tmp_path, monkeypatch):
+    import hashlib
+
+    from test_from_image import _photo_and_mask
+
+    from cocoins.characters.library import CharacterLibrary
+    from cocoins.method.code_inversion import CodeInversionConfig, CodeInverter
+
+    dirs = write_models(tmp_path / "models")
+    photo, mask = _photo_and_mask(size=64)                # the tiny SDXL's own size
+    (tmp_path / "carol.png").write_bytes(photo)
+    (tmp_path / "carol-mask.png").write_bytes(mask)
+    fits, real_fit = [], CodeInverter.fit
+
+    def cheap_fit(self, pixels, mask, prompt, cfg, seed=0, progress=True):   # counted; fewer steps, for speed
+        fits.append(prompt)
+        return real_fit(self, pixels, mask, prompt, CodeInversionConfig(steps=1, noises=2, candidates=2), seed,
+                        progress)
+
+    monkeypatch.setattr(CodeInverter, "fit", cheap_fit)
+    (tmp_path / "story.yaml").write_text("characters: {carol: {photo: carol.png, mask: carol-mask.png, noun: woman}}\n"
+                                         "panels: [{prompt: 'A <carol>woman</carol> in a green park.', seed: 3}]\n")
+    run = ["story", str(tmp_path / "story.yaml"), "--model", str(dirs / "model"), "--mapper", str(dirs / "mapper"),
+           "--steps", "1", "--height", str(SIZE), "--width", str(SIZE), "--device", "cpu",
+           "--library", str(tmp_path / "lib")]
+    assert main([*run, "--out", str(tmp_path / "one")]) == 0
+    assert main([*run, "--out", str(tmp_path / "two")]) == 0
+    assert fits == ["A <subj1>woman</subj1> is looking at the camera."]        # fitted once, then read back
+    cache = CharacterLibrary(tmp_path / "lib" / ".photos")
+    (kept,) = [cache.get(n) for n in cache.names()]
+    assert kept.source["photo_sha256"] == hashlib.sha256(photo).hexdigest()
+    assert CharacterLibrary(tmp_path / "lib").names() == []                    # the user's names stay theirs
+    side = json.loads((tmp_path / "one" / "panel-01.json").read_text())
+    assert side["codes"] == [{"character": "carol", "z": kept.z.tolist()}]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / "panel-01.png")),
+                          np.asarray(Image.open(tmp_path / "two" / "panel-01.png")))
+    with pytest.raises(UserError, match=r"character carol: photo .*nope.png not found"):
+        parse_story("characters: {carol: {photo: nope.png}}\npanels: [{prompt: 'a <carol>woman</carol>'}]",
+                    base_dir=tmp_path)
+    with pytest.raises(UserError, match="create the character from the photo first"):
+        parse_story("characters: {carol: {photo: carol.png}}\npanels: [{prompt: 'a <carol>woman</carol>'}]")

@@ -6,7 +6,8 @@ mini-world (`TraitClassifier.embed`), ArcFace at full scale (`ArcFaceEmbedder`).
 characters is 1 - cosine of their looks (0: the same face, larger: more different).
 
 `cast_distinct` draws candidate codes from consecutive seeds and keeps the first whose nearest cast member
-is at least `min_distance` away; if none of `max_tries` is, it keeps the farthest one and says so.
+is at least `min_distance` away; if none of `max_tries` is, it keeps the farthest one and says so. A candidate
+whose look cannot be read (ArcFace found no face in any of its portraits) is passed over.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-# Looks: code [c] -> unit embedding [D] (render portraits, embed, average, normalise).
-LookFn = Callable[[torch.Tensor], np.ndarray]
+from cocoins.runtime import UserError
+
+# Looks: code [c] -> unit embedding [D] (render portraits, embed, average, normalise), None when unreadable.
+LookFn = Callable[[torch.Tensor], "np.ndarray | None"]
 
 
 def look_from_embeddings(embeddings: Sequence[np.ndarray | None]) -> np.ndarray | None:
@@ -53,6 +56,12 @@ def min_pairwise_distance(looks: Sequence[np.ndarray]) -> float:
     return min(look_distance(looks[i], looks[j]) for i in range(len(looks)) for j in range(i + 1, len(looks)))
 
 
+class NoReadableLook(UserError):
+    def __init__(self, tries: int):
+        super().__init__(f"none of {tries} candidate codes gave a portrait the identity metric could read (no face "
+                         "found); check the model draws faces at these settings (more --steps), or give --max-tries")
+
+
 @dataclass(frozen=True)
 class CastingResult:
     seed: int                   # the code seed kept
@@ -75,9 +84,13 @@ def cast_distinct(code_for_seed: Callable[[int], torch.Tensor], look_of: LookFn,
         seed = first_seed + k
         z = code_for_seed(seed)
         look = look_of(z)
+        if look is None:
+            continue
         name, distance = nearest(look, cast)
         if distance is None or distance >= min_distance:
             return CastingResult(seed, z, look, name, distance, k + 1, True)
         if best is None or distance > best.nearest_distance:
             best = CastingResult(seed, z, look, name, distance, k + 1, False)
+    if best is None:
+        raise NoReadableLook(max_tries)
     return CastingResult(best.seed, best.z, best.look, best.nearest_name, best.nearest_distance, max_tries, False)

@@ -30,6 +30,7 @@ from cocoins.runtime import UserError
 MAX_PHOTO_BYTES = 40 << 20
 MAX_ASPECT = 1.25          # longer side / shorter side; beyond this the centre crop would cut the person off
 MIN_PERSON_SHARE = 0.02    # a mask region smaller than this share of the image is a speck, not a person
+FACE_DETECTOR_MIN_SIZE = 256   # below this a model draws too few pixels per face for MTCNN (the mini-world's 32)
 
 
 class PeopleCounter(Protocol):
@@ -67,6 +68,18 @@ class MtcnnPeopleCounter:
             photo = photo.resize((round(photo.width * counter.min_side / side),
                                   round(photo.height * counter.min_side / side)), Image.BICUBIC)
         return counter._count_batch([photo])[0]
+
+
+def people_counter(has_mask: bool, size: int, what: str = "PHOTO", mask_option: str = "--mask") -> PeopleCounter:
+    """Mask regions when a mask comes with the photo; MTCNN's faces otherwise, where the model's size lets a face
+    detector read the photo (a one-line error naming the photo `what` and `mask_option` where it does not)."""
+    if has_mask:
+        return MaskRegionCounter()
+    if size < FACE_DETECTOR_MIN_SIZE:
+        raise UserError(f"{what}: this model draws {size} px people, too small for a face detector: give "
+                        f"{mask_option} MASK.png, the photo's subject mask (white on the person, as the mini-world's "
+                        "renderer writes beside each image)")
+    return MtcnnPeopleCounter()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ for the same arguments. One render runs at a time (a queue): two browsers are se
 status line and the server keeps running. The page has no path fields: characters are opened by their
 checked names inside the library folder, uploads are read from Gradio's upload cache, and downloads are
 written to a temporary export folder that is the only extra folder Gradio may serve.
+
+A character can also come from an uploaded photo (a code fitted to it once, cocoins.characters.from_photo) or
+be cast distinct from the library (cocoins.characters.looks) when the app has the identity metric.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from PIL import Image
 from cocoins.characters.codes import code_from_seed, file_sha256, read_code_file
 from cocoins.characters.library import (Character, CharacterExists, CharacterForOtherMapper, CharacterLibrary,
                                        UnknownCharacter)
+from cocoins.characters.looks import LOOK_GUIDANCE, LOOK_NOUN, LOOK_STEPS, IdentityMetric, LookSettings
+from cocoins.characters.photo import MAX_PHOTO_BYTES
 from cocoins.characters.prompts import check_name
+from cocoins.method.code_inversion import CodeInversionConfig
 from cocoins.front.sheet import render_sheet
 from cocoins.front.story import parse_story, render_story
 from cocoins.runtime import UserError
@@ -57,8 +63,11 @@ def _int(value, what: str) -> int:
 class FrontApp:
     """The page's handlers, separate from the widgets so they can be called directly."""
 
-    def __init__(self, pipe, library: CharacterLibrary, export_dir: Path):
+    def __init__(self, pipe, library: CharacterLibrary, export_dir: Path, identity: IdentityMetric | None = None,
+                 fit: CodeInversionConfig = CodeInversionConfig(), look_steps: int = LOOK_STEPS):
         self.pipe, self.library, self.export_dir = pipe, library, export_dir
+        self.identity, self.fit = identity, fit   # distinct casting's metric (None: off); the photo fit's settings
+        self.looks = LookSettings(look_steps, LOOK_GUIDANCE, pipe.default_size)   # as `character list` sees them
         pipe.library = library            # named prompts resolve in the app's library
         self.limits = AppLimits.for_model(pipe.default_size)
         self._lock = threading.Lock()     # the queue already serialises renders; this guards direct calls too
@@ -78,16 +87,63 @@ class FrontApp:
         self.pipe.check_settings(steps, guidance, height, width)
         return steps, guidance, height, width
 
-    def create(self, name: str, seed, upload) -> str:
+    def create(self, name: str, seed, upload, distinct: bool = False, photo=None, mask=None,
+               noun: str = LOOK_NOUN) -> str:
+        """A new character from the code seed, or from an uploaded code file, or fitted to an uploaded photo, or
+        (distinct) the first code from the seed on that looks like no one in the library."""
         name = check_name((name or "").strip())
-        if upload:
+        if name in self.library:
+            raise CharacterExists(name, self.library.root)
+        if sum(map(bool, (upload, photo, distinct))) > 1:
+            raise UserError("make a character from one thing: a code file, a photo, or the code seed (with or "
+                            "without distinct); clear the others")
+        if photo:
+            character, how = self._from_photo(name, photo, mask, noun or LOOK_NOUN)
+        elif upload:
             z = read_code_file(upload, self.pipe.code_dim, what="the uploaded code file")
-            source = {"code_file_sha256": file_sha256(upload)}
+            character, how = Character(name, z, self.pipe.mapper_sha256, {"code_file_sha256": file_sha256(upload)}), ""
+        elif distinct:
+            character, how = self._distinct(name, _int(seed, "code seed"))
         else:
             seed = _int(seed, "code seed")
-            z, source = code_from_seed(seed, self.pipe.code_dim), {"code_seed": seed}
-        self.library.add(Character(name, z, self.pipe.mapper_sha256, source))
-        return f"created {name} ({source}); use it in a prompt as `<{name}>person</{name}>`"
+            character, how = Character(name, code_from_seed(seed, self.pipe.code_dim), self.pipe.mapper_sha256,
+                                       {"code_seed": seed}), ""
+        self.library.add(character)
+        return f"created {name}{how}; use it in a prompt as `<{name}>person</{name}>`"
+
+    def _from_photo(self, name: str, photo, mask, noun: str) -> tuple[Character, str]:
+        import time
+
+        from cocoins.characters.from_photo import character_from_photo
+        from cocoins.characters.photo import people_counter
+
+        def read(path, what):
+            if Path(path).stat().st_size > MAX_PHOTO_BYTES:
+                raise UserError(f"{what} is over {MAX_PHOTO_BYTES >> 20} MiB; give a smaller image")
+            return Path(path).read_bytes()
+
+        counter = people_counter(bool(mask), self.pipe.default_size, "the uploaded photo", "a subject mask upload")
+        start = time.perf_counter()
+        with self._lock:
+            character = character_from_photo(self.pipe, name, read(photo, "the uploaded photo"), counter, noun=noun,
+                                             mask=read(mask, "the mask") if mask else None, cfg=self.fit,
+                                             progress=False, what="the uploaded photo")
+        return character, (f" from the photo in {time.perf_counter() - start:.1f} s (photo sha256 "
+                           f"{character.source['photo_sha256'][:12]})")
+
+    def _distinct(self, name: str, first_seed: int) -> tuple[Character, str]:
+        from cocoins.characters.looks import distinct_character
+
+        if self.identity is None:
+            raise UserError("distinct casting needs the evaluation's identity metric: start the app with --identity "
+                            "(models/identity in the mini-world, an ArcFace model folder at full scale)")
+        with self._lock:
+            character, result = distinct_character(self.pipe, self.library, name, self.identity, self.looks, first_seed)
+        if result.nearest_name is None:
+            return character, f" (code seed {result.seed}, the first of the cast)"
+        verdict = "" if result.reached else f", the farthest of {result.tries}: none reached the minimum"
+        return character, (f" (code seed {result.seed}; nearest cast member {result.nearest_name} at "
+                           f"{result.nearest_distance:.3f}{verdict})")
 
     def message(self, err: UserError) -> str:
         """The status line for `err`, in the page's words: the fix for a missing or foreign character is the
@@ -157,9 +213,9 @@ def build_app(front: FrontApp):
     def choices(selected=None):
         return gr.Dropdown(choices=front.library.names(), value=selected)
 
-    def create(name, seed, upload):
-        message = front.create(name, seed, upload)
-        return choices(name.strip()), message
+    def create(name, seed, upload, distinct, photo, mask, noun):
+        message = front.create(name, seed, upload, distinct, photo, mask, noun)
+        return choices(name.strip()), html.escape(message)
 
     def download(name):
         return front.export(name), f"the files of {name}: keep both, `cocoins character import` reads them"
@@ -186,6 +242,14 @@ def build_app(front: FrontApp):
             new_seed = gr.Number(value=0, precision=0, label="code seed", elem_id="new-seed")
             upload = gr.File(label="or a code file (.safetensors)", file_types=[".safetensors"], type="filepath",
                              height=140, elem_id="upload")
+        with gr.Row():
+            photo = gr.File(label="or a photo of one person", file_types=["image"], type="filepath", height=140,
+                            elem_id="photo")
+            photo_mask = gr.File(label="its subject mask (small models)", file_types=["image"], type="filepath",
+                                 height=140, elem_id="photo-mask")
+            noun = gr.Textbox(value=LOOK_NOUN, label="the photo's person is a", elem_id="noun")
+            distinct = gr.Checkbox(label="distinct: a code that looks like no one in the library",
+                                   interactive=front.identity is not None, elem_id="distinct")
         with gr.Row():
             create_button = gr.Button("Create character", elem_id="create")
             sheet_button = gr.Button("Character sheet", elem_id="sheet-button")
@@ -217,7 +281,8 @@ def build_app(front: FrontApp):
                              elem_id="storyboard")
 
         page.load(lambda: choices(), outputs=character)      # characters made since the page was built
-        create_button.click(guarded(create, 1), [new_name, new_seed, upload], [character, status])
+        create_button.click(guarded(create, 1), [new_name, new_seed, upload, distinct, photo, photo_mask, noun],
+                            [character, status])
         download_button.click(guarded(download, 1), [character], [files, status])
         sheet_button.click(guarded(sheet, 1), [character, steps, height, width], [sheet_image, status])
         generate_button.click(guarded(generate, 1), [prompt, seed, steps, guidance, height, width, negative,
@@ -226,10 +291,11 @@ def build_app(front: FrontApp):
     return page
 
 
-def launch(pipe, library: CharacterLibrary, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def launch(pipe, library: CharacterLibrary, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+           identity: IdentityMetric | None = None, fit: CodeInversionConfig = CodeInversionConfig()):
     """Start the app; returns the running Blocks (with `block=False`) so tests can drive and close it."""
     export_dir = Path(tempfile.mkdtemp(prefix="cocoins-app-"))
-    page = build_app(FrontApp(pipe, library, export_dir))
+    page = build_app(FrontApp(pipe, library, export_dir, identity, fit))
     page.queue(default_concurrency_limit=1, max_size=32)
     page.launch(server_name=host, server_port=port, prevent_thread_lock=not block, allowed_paths=[str(export_dir)],
                 show_error=False, quiet=not block, css=PAGE_CSS)

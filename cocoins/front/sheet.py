@@ -7,8 +7,10 @@ from typing import Sequence
 
 from PIL import Image
 
+from cocoins.characters.looks import LOOK_SEEDS
+
 SHEET_PROMPT = "a portrait of a <{name}>person</{name}>"
-SHEET_SEEDS = (0, 1, 2, 3)
+SHEET_SEEDS = LOOK_SEEDS      # the sheet shows what casting measures (cocoins.characters.looks)
 
 
 def render_sheet(pipe, name: str, prompt: str | None = None, seeds: Sequence[int] = SHEET_SEEDS,

@@ -2,6 +2,8 @@
 
     characters:                 # optional: made for this story from code seeds; other names come from the library
       alice: {seed: 7}
+      carol: {photo: carol.png, mask: carol-mask.png, noun: woman}   # a photo, beside the story file: fitted
+                                  # once (kept in the library's .photos/ under its sha256), then like any character
     settings: {steps: 20, guidance: 5.0}          # optional; height / width default to the model's own size
     panels:
       - prompt: "A <alice>woman</alice> in a green park."
@@ -23,7 +25,7 @@ import json
 import os
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -51,14 +53,39 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class PhotoCharacter:
+    photo: Path
+    mask: Path | None
+    noun: str
+
+
+@dataclass(frozen=True)
 class Story:
     panels: tuple[Panel, ...]
     inline: dict                # name -> code seed, characters defined in the story itself
     settings: dict              # steps, guidance, height, width (those given)
+    photos: dict = field(default_factory=dict)    # name -> PhotoCharacter, characters fitted to a photo
+    where: str = "story"
 
 
-def parse_story(text: str, where: str = "story") -> Story:
-    """Check a story's YAML and return it; UserError naming the panel and field otherwise."""
+def _photo_character(name: str, spec: dict, where: str, base_dir: Path | None) -> PhotoCharacter:
+    here = f"{where}: character {name}"
+    if base_dir is None:
+        raise UserError(f"{here}: a photo is read from a file beside a story file; here, create the character from "
+                        "the photo first (the photo upload above) and name it in the story")
+    if set(spec) - {"photo", "mask", "noun"} or not all(isinstance(v, str) for v in spec.values()):
+        raise UserError(f"{here}: write `{name}: {{photo: FILE.png, mask: MASK.png, noun: woman}}` (mask and noun "
+                        "optional)")
+    paths = {key: base_dir / spec[key] for key in ("photo", "mask") if key in spec}
+    for key, path in paths.items():
+        if not path.is_file():
+            raise UserError(f"{here}: {key} {path} not found; give a path relative to the story file")
+    return PhotoCharacter(paths["photo"], paths.get("mask"), spec.get("noun", "person"))
+
+
+def parse_story(text: str, where: str = "story", base_dir: str | os.PathLike | None = None) -> Story:
+    """Check a story's YAML and return it; UserError naming the panel and field otherwise. Photos are read
+    relative to `base_dir` (the story file's folder); without it a story may not name a photo."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -70,11 +97,15 @@ def parse_story(text: str, where: str = "story") -> Story:
         raise UserError(f"{where}: unknown top-level key(s) {sorted(unknown)}; use title, characters, settings, panels")
     if len(data["panels"]) > MAX_PANELS:
         raise UserError(f"{where} has {len(data['panels'])} panels; split it into stories of at most {MAX_PANELS}")
-    inline = {}
+    inline, photos = {}, {}
     for name, spec in (data.get("characters") or {}).items():
         check_name(str(name), f"{where}: character")
+        if isinstance(spec, dict) and "photo" in spec:
+            photos[str(name)] = _photo_character(str(name), spec, where, None if base_dir is None else Path(base_dir))
+            continue
         if not isinstance(spec, dict) or set(spec) != {"seed"} or not isinstance(spec["seed"], int):
-            raise UserError(f"{where}: character {name}: write `{name}: {{seed: N}}` (or leave it to the library)")
+            raise UserError(f"{where}: character {name}: write `{name}: {{seed: N}}`, `{name}: {{photo: FILE.png}}` "
+                            "(or leave it to the library)")
         inline[str(name)] = spec["seed"]
     settings = {}
     for key, value in (data.get("settings") or {}).items():
@@ -84,7 +115,7 @@ def parse_story(text: str, where: str = "story") -> Story:
             raise UserError(f"{where}: setting {key} must be a number, got {value!r}")
         settings[key] = SETTING_KEYS[key](value)
     panels = tuple(_panel(p, i, where) for i, p in enumerate(data["panels"], start=1))
-    return Story(panels, inline, settings)
+    return Story(panels, inline, settings, photos, where)
 
 
 def _panel(raw, number: int, where: str) -> Panel:
@@ -124,12 +155,24 @@ def cast_characters(story: Story, pipe, library: CharacterLibrary | None) -> dic
         if name in story.inline:
             cast[name] = Character(name, code_from_seed(story.inline[name], pipe.code_dim), pipe.mapper_sha256,
                                    {"code_seed": story.inline[name]})
+        elif name in story.photos:
+            cast[name] = _from_photo(name, story.photos[name], story.where, pipe, library)
         elif library is None:
             raise UserError(f"character {name!r} is not defined in the story and no library is set")
         else:
             cast[name] = library.get(name)
         cast[name].check_mapper(pipe.mapper_sha256, pipe.code_dim)
     return cast
+
+
+def _from_photo(name: str, spec: PhotoCharacter, where: str, pipe, library: CharacterLibrary | None) -> Character:
+    from cocoins.characters.from_photo import PHOTO_CACHE, cached_character_from_photo
+    from cocoins.characters.photo import people_counter
+
+    counter = people_counter(spec.mask is not None, pipe.default_size, f"{where}: character {name}: photo "
+                             f"{spec.photo}", "`mask:`")
+    cache = None if library is None else CharacterLibrary(library.root / PHOTO_CACHE)
+    return cached_character_from_photo(pipe, name, spec.photo, counter, cache, noun=spec.noun, mask=spec.mask)
 
 
 def render_story(story: Story, pipe, out_dir: str | os.PathLike, library: CharacterLibrary | None = None,
@@ -210,5 +253,5 @@ def load_story(path: str | os.PathLike) -> Story:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"story file {path} not found; see examples/story-mini-world.yaml")
-    return parse_story(path.read_text(), where=str(path))
+    return parse_story(path.read_text(), where=str(path), base_dir=path.parent)
 
