@@ -100,11 +100,14 @@ def status(driver) -> str:
 
 
 def upload(driver, elem_id: str, path) -> None:
-    """Put a file into a Gradio File component, as choosing it in the file dialog does, and wait for its name."""
+    """Put a file into a Gradio File component, as choosing it in the file dialog does, and wait until the server
+    holds it: the component then links the stored copy for download under the file's name. (Its visible text
+    splits the name into stem and extension on two lines, so the name is never in `.text` whole.)"""
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=file]").send_keys(str(path))
-    wait_for(lambda: path.name in driver.find_element(By.ID, elem_id).text, what=f"{path.name} uploaded")
+    stored = f'#{elem_id} a[download="{path.name}"]'
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, stored), what=f"{path.name} uploaded")
 
 
 def test_create_generate_twice_and_the_api_draws_the_same_pixels(browser, tmp_path):
