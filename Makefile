@@ -45,10 +45,10 @@ repro: $(STAMP)
 # parts overlap. PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # Full scale (docs/full-scale.md): PROFILE into params.yaml (comments kept; fill in its /path/to/ first), every
 # model, package and service checked in seconds, then the DAG under the profile's launchers (all visible GPUs).

@@ -12,13 +12,42 @@ if os.environ.get(CPU_KERNELS_VARIABLE) == "pinned":
     os.environ.update(CPU_KERNEL_PINS)
 
 
-LONGEST_FIRST = ("tests/test_mini_world.py",)   # the effect test: about 17 of the suite's minutes on 2 cores
+# Under `make test` (two xdist workers on 2 cores) each worker computes on its share of the cores, and so do the
+# DVC stages its tests start (they inherit OMP_NUM_THREADS). With torch's default, every worker ran one thread per
+# core: four threads on two cores, and the suite's long tests ran 2 to 3 times as long as they do alone.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    import torch
+
+    _THREADS = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
+    os.environ.update(OMP_NUM_THREADS=_THREADS, MKL_NUM_THREADS=_THREADS)
+    torch.set_num_threads(int(_THREADS))
+
+
+LONGEST_FIRST = ("tests/test_mini_world.py",)   # the effect test: about 18 of the suite's 25 minutes of one worker
+
+
+def _file(item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest test file first: with two xdist workers (`make test`) it starts at once on one worker while
-    the other takes the rest, instead of starting last and running alone."""
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in LONGEST_FIRST)
+    """Files in the order `make test`'s two workers should take them (xdist `--dist loadfile` with
+    `--no-loadscope-reorder`, which keeps this order): the effect test first, so it starts at once on one worker;
+    then one file of quick tests, which is what that worker holds in its queue behind the effect test (xdist
+    keeps more than two tests queued per worker); then the files with slow tests, so the other worker runs the
+    long ones while the effect test runs, and the quick files last, which both workers share at the end."""
+    tests_in, slow_files = {}, set()
+    for item in items:
+        tests_in[_file(item)] = tests_in.get(_file(item), 0) + 1
+        if item.get_closest_marker("slow"):
+            slow_files.add(_file(item))
+    quick = sorted((f for f in tests_in if f not in slow_files), key=lambda f: -tests_in[f])
+    filler = quick[:1]   # the quick file with the most tests: it fills the effect test's worker's queue
+    rank = {f: 0 for f in LONGEST_FIRST}
+    rank.update({f: 1 for f in filler})
+    rank.update({f: 2 for f in slow_files if f not in rank})
+    items.sort(key=lambda item: rank.get(_file(item), 3))   # stable: the files' own order within each rank
 
 
 # ---- cocoins.sdxl: tiny SDXL pipeline (owner: sdxl) -------------------------------------------------------

@@ -85,7 +85,7 @@ def test_exp_show_parsing_and_rendering(tmp_path):
 def test_ablate_runs_two_rows_as_dvc_experiments(tmp_path):
     from test_pipeline_dvc import run as _run, small_project   # the DVC test's small world and helpers
 
-    env = small_project(tmp_path, OMP_NUM_THREADS="1")
+    env = small_project(tmp_path)
     # The baseline run fills DVC's run cache, so each experiment reruns only train and evaluate.
     _run("dvc repro -q && git add -A && git commit -qm run", tmp_path, env)
     out = _run(f"{sys.executable} -m cocoins.eval.ablate table3 --rows 0,3", tmp_path, env)

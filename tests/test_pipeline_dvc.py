@@ -60,15 +60,20 @@ def small_project(dest: Path, groups: dict | None = None, **extra_env: str) -> d
     for group, values in (SMALL if groups is None else groups).items():
         params[group].update(values)
     # On the CPU in every group, also on a machine with a GPU: `device: auto` would pick CUDA there, whose
-    # attention backward is not deterministic, and these tests compare dvc.lock bit for bit and train.
+    # attention backward is not deterministic, and these tests compare dvc.lock bit for bit and train. One thread
+    # in every stage (the groups' cpu_threads, the others' OMP_NUM_THREADS): the same bits under `make test`'s two
+    # workers, alone, or on a machine with more cores, and two such tests fill two cores without contention.
     for group in params.values():
         if isinstance(group, dict) and "device" in group:
             group["device"] = "cpu"
+        if isinstance(group, dict) and "cpu_threads" in group:
+            group["cpu_threads"] = 1
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join([str(dest), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **extra_env}
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           **extra_env}
     run("git init -q && git add -A && git commit -qm init", dest, env)
     return env
 
