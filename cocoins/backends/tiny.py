@@ -126,19 +126,20 @@ def build_tiny_llava(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def build_tiny_grounding_dino(out_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """A tiny GroundingDinoForObjectDetection (Swin 8-d + BERT 32-d) and its processor, saved."""
+def build_tiny_grounding_dino(out_dir: str | os.PathLike, seed: int = 0, words=GROUNDING_WORDS) -> Path:
+    """A tiny GroundingDinoForObjectDetection (Swin 8-d + BERT 32-d) and its processor over the vocabulary
+    `words`, saved."""
     from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
     out = Path(out_dir)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(GROUNDING_WORDS)}, do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
     processor = GroundingDinoProcessor(
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
         tokenizer=tokenizer)
     backbone = SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
                           window_size=4, out_indices=[2, 3, 4])
-    text = BertConfig(vocab_size=len(GROUNDING_WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    text = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=32, max_position_embeddings=64)
     # decoder_layers >= 2: transformers ties bbox_embed.0 to the later layers' heads.
     config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, num_queries=30,
