@@ -102,7 +102,8 @@ def _grounding_input(model_dir: Path, size: dict) -> None:
 
 def cpu_threads_per_process(processes: int) -> int:
     """Torch threads for each of `processes` CPU processes: the cores this process may use, shared."""
-    return max(1, len(os.sched_getaffinity(0)) // max(1, processes))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)   # Linux / other
+    return max(1, cores // max(1, processes))
 
 
 def build_models(config: RehearsalConfig) -> dict:
