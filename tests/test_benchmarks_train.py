@@ -59,7 +59,7 @@ def test_fullsize_script_runs_tiny_on_cpu(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step_fullsize.py"), "--tiny",
                            "--steps", "1", "--warmup", "0", "--batch-sizes", "2", "--gradient-checkpointing",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300,
+                           "--device", "cpu", "--json", str(out)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(out.read_text())["results"][0]

@@ -45,8 +45,12 @@ def test_base_model_precision_and_device_problems(tmp_path):
     (tmp_path / "sdxl").mkdir()
     assert "model_index.json" in evaluate_problems(EvalParams(), str(tmp_path / "sdxl"))[0]
     assert "eval.dtype: auto" in evaluate_problems(EvalParams(device="cpu", dtype="bf16"), "tiny")[0]
-    if not torch.cuda.is_available():
-        assert "no CUDA GPU" in evaluate_problems(EvalParams(device="cuda"), "tiny")[0]
+
+
+def test_eval_device_cuda_without_a_gpu_is_a_problem(monkeypatch):
+    """On every machine, also one with a GPU: the check asks torch, here answering that no GPU is visible."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "no CUDA GPU" in evaluate_problems(EvalParams(device="cuda"), "tiny")[0]
 
 
 def test_render_precision_and_sliced_decoding_follow_the_device():

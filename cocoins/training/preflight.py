@@ -70,7 +70,7 @@ def train_problems(params: Params, world: int, gpu_gib: float | None = None) -> 
         problems.append("train.device is cuda but no CUDA GPU is visible; set train.device: auto or cpu")
     if t.mixed_precision == "fp16" and not cuda:
         problems.append("train.mixed_precision fp16 needs a CUDA GPU; use bf16 or fp32 here")
-    if gpu_gib is None and cuda and t.device != "cpu":
+    if gpu_gib is None and cuda and t.device != "cpu" and sdxl not in ("mini", "tiny"):   # only SDXL is sized
         gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     if gpu_gib is not None and sdxl not in ("mini", "tiny"):
         need = step_memory_gib(micro, params.precompute.resolution, t.gradient_checkpointing)
