@@ -32,6 +32,13 @@ class UserError(RuntimeError):
     """An input problem the user can fix; printed as one line without a traceback."""
 
 
+def threads_per_process(processes: int) -> int:
+    """Torch threads for each of `processes` CPU processes sharing the cores this process may use (its CPU
+    affinity on Linux, else every core), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
 def seed_everything(seed: int) -> None:
     """Fix every RNG and pick deterministic kernels, so a rerun reproduces outputs bit for bit."""
     random.seed(seed)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cocoins.runtime import CPU_KERNEL_PINS, CPU_KERNELS_VARIABLE
+from cocoins.runtime import CPU_KERNEL_PINS, CPU_KERNELS_VARIABLE, threads_per_process
 
 # With COCOINS_CPU_KERNELS=pinned the tests run on the stages' pinned CPU kernels, set before any kernel ran: the
 # stages they start inherit them (no re-exec) and what a test computes in-process has the bits a stage would.
@@ -19,8 +19,7 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     import torch
 
-    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    _THREADS = str(max(1, _CORES // _WORKERS))
+    _THREADS = str(threads_per_process(_WORKERS))
     os.environ.update(OMP_NUM_THREADS=_THREADS, MKL_NUM_THREADS=_THREADS)
     torch.set_num_threads(int(_THREADS))
 

@@ -70,10 +70,9 @@ def effect_passes(differences: list[float], floor: float) -> bool:
 
 # Floors on the mean paired difference, at about half of the smaller mean measured (2-core Intel Xeon, family 6
 # model 167, seeds 0-4, the test's own printout). With one thread per stage (small_project's setting; in
-# `make test`): Portraits Sim +0.070, +0.074, +0.069, +0.065, +0.070
-# (mean +0.070, t 50.1); Scenes trait agreement +0.053, +0.087, +0.037, +0.076, +0.046 (mean +0.060, t 6.37).
-# Earlier with two threads per stage (another base: the thread count changes its bits): Sim mean +0.083 (t 3.80), agreement mean
-# +0.034 (t 3.45). The untrained arm is at or below the base on Sim (0.669 to 0.709 against 0.694 with one
+# `make test`): Portraits Sim +0.070, +0.074, +0.069, +0.065, +0.070 (mean +0.070, t 50.1); Scenes trait
+# agreement +0.053, +0.087, +0.037, +0.076, +0.046 (mean +0.060, t 6.37). Earlier with two threads per stage
+# (another base: the thread count changes its bits): Sim mean +0.083 (t 3.80), agreement mean +0.034 (t 3.45). The untrained arm is at or below the base on Sim (0.669 to 0.709 against 0.694 with one
 # thread; four of five seeds below): random codes move the person without holding it.
 SIM_FLOOR = 0.04
 AGREEMENT_FLOOR = 0.015

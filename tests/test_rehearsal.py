@@ -60,12 +60,10 @@ def test_rehearsal_overrides_make_a_valid_full_scale_params(tmp_path):
                                                                                 "pytorch")
 
 
-
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_tiny_rehearsal_runs_every_stage_of_the_full_scale_profile_under_two_processes(tmp_path):
-    """The profile (bf16 towers, accelerate launchers, LLaVA captions, the ollama tagger, Grounded SAM 2,
-    ...) with counts cut, on the tiny models: every DVC stage ends with rc 0 and keeps what it should."""
+    """The profile (accelerate launchers, LLaVA captions, the ollama tagger, Grounded SAM 2, ...) with counts cut, on the tiny models: every DVC stage ends with rc 0 and keeps what it should."""
     report = rehearse(RehearsalConfig(tmp_path / "rehearsal", depth="tiny", device="cpu", processes=2, images=2,
                                       resolution=64))
     project = tmp_path / "rehearsal" / "project"

@@ -100,12 +100,6 @@ def _grounding_input(model_dir: Path, size: dict) -> None:
     processor.save_pretrained(model_dir)
 
 
-def cpu_threads_per_process(processes: int) -> int:
-    """Torch threads for each of `processes` CPU processes: the cores this process may use, shared."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)   # Linux / other
-    return max(1, cores // max(1, processes))
-
-
 def build_models(config: RehearsalConfig) -> dict:
     """{name: path or setting} of every model the profile names, built once into OUT/models."""
     target = config.out / "models"
@@ -155,6 +149,8 @@ def write_portraits(config: RehearsalConfig) -> Path:
 
 def overrides(config: RehearsalConfig, models: dict, data_root: Path, host: str) -> dict:
     """What the rehearsal changes in the full-scale profile: counts, steps, built models' paths, devices."""
+    from cocoins.runtime import threads_per_process   # torch: imported when used, as the rest of this module does
+
     device, run = config.device, launcher(config)
     chunk = max(1, config.images // max(1, config.processes))
     return {
@@ -181,7 +177,7 @@ def overrides(config: RehearsalConfig, models: dict, data_root: Path, host: str)
                  "strict": False, "device": device,   # ArcFace and DreamSim cannot be built here: null
                  # On the CPU each process renders on its share of the cores (the profile's 2 threads per
                  # process ran the tiny evaluate 5x as long as one process alone: four threads on two cores).
-                 **({"cpu_threads": cpu_threads_per_process(config.processes)} if device == "cpu" else {})},
+                 **({"cpu_threads": threads_per_process(config.processes)} if device == "cpu" else {})},
         "launch": {"data": run, "train": run, "evaluate": run},
     }
 
@@ -311,7 +307,9 @@ def rehearse(config: RehearsalConfig) -> dict:
            "TOKENIZERS_PARALLELISM": "false", "GIT_AUTHOR_NAME": "r", "GIT_AUTHOR_EMAIL": "r@r",
            "GIT_COMMITTER_NAME": "r", "GIT_COMMITTER_EMAIL": "r@r"}
     if config.device == "cpu":
-        env.update(OMP_NUM_THREADS=str(cpu_threads_per_process(config.processes)), CUDA_VISIBLE_DEVICES="")
+        from cocoins.runtime import threads_per_process
+
+        env.update(OMP_NUM_THREADS=str(threads_per_process(config.processes)), CUDA_VISIBLE_DEVICES="")
     models = build_models(config)
     data_root = write_portraits(config)
     if not resume:
